@@ -1,0 +1,21 @@
+"""Many Trio tasks write; one task hands each write, whole and in order, to a single writer."""
+
+from __future__ import annotations
+
+from ._aggregator import Aggregator as Aggregator
+from ._aggregator import connect_aggregator as connect_aggregator
+from ._aggregator import open_aggregator as open_aggregator
+from ._config import AggregatorConfig as AggregatorConfig
+from ._errors import AggregatorClosedError as AggregatorClosedError
+from ._errors import AggregatorError as AggregatorError
+from ._errors import InvalidWriterError as InvalidWriterError
+from ._errors import StillRunningError as StillRunningError
+from ._sender import AggregatorSender as AggregatorSender
+from ._statistics import AggregatorStatistics as AggregatorStatistics
+
+# Sinks (issue 4): uncommented by the module's author once trio_aggregator/_sinks.py exists.
+# from ._sinks import FileSink as FileSink
+# from ._sinks import RotatingFileSink as RotatingFileSink
+# from ._sinks import StreamSink as StreamSink
+
+__version__ = "0.1.0"
