@@ -41,71 +41,73 @@ def _check_int(name: str, value: object) -> int:
     return value
 
 
-def _writer(_inst: object, _attr: object, value: object) -> None:
+def _writer(_inst: Any, _attr: Any, value: Any) -> None:
     if value is None or not callable(value):
         raise InvalidWriterError(f"writer must be a callable taking bytes, not {value!r}")
 
 
-def _callback(inst: object, attr: attrs.Attribute[object], value: object) -> None:
+def _callback(inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not callable(value):
         raise TypeError(f"{attr.name} must be a callable or None, not {type(value).__name__}")
 
 
-def _buffer_size(_inst: object, _attr: object, value: object) -> None:
+def _buffer_size(_inst: Any, _attr: Any, value: Any) -> None:
     if value == math.inf and not isinstance(value, bool):
         return
     if _check_int("buffer_size", value) < 0:
         raise ValueError(f"buffer_size must be >= 0 or math.inf, not {value}")
 
 
-def _interval(_inst: object, attr: attrs.Attribute[object], value: object) -> None:
+def _interval(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
     if math.isinf(_check_number(attr.name, value)):
         raise ValueError(f"{attr.name} must be finite, not {value}")
 
 
-def _non_negative(_inst: object, attr: attrs.Attribute[object], value: object) -> None:
+def _non_negative(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
     if _check_number(attr.name, value) < 0:
         raise ValueError(f"{attr.name} must be >= 0, not {value}")
 
 
-def _positive_int(_inst: object, attr: attrs.Attribute[object], value: object) -> None:
+def _positive_int(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
     if _check_int(attr.name, value) < 1:
         raise ValueError(f"{attr.name} must be >= 1, not {value}")
 
 
-def _non_negative_int(_inst: object, attr: attrs.Attribute[object], value: object) -> None:
+def _non_negative_int(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
     if _check_int(attr.name, value) < 0:
         raise ValueError(f"{attr.name} must be >= 0, not {value}")
 
 
-def _optional_positive_int(inst: object, attr: attrs.Attribute[object], value: object) -> None:
+def _optional_positive_int(inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
     if value is not None:
         _positive_int(inst, attr, value)
 
 
-def _async_max(_inst: object, _attr: object, value: object) -> None:
+def _async_max(_inst: Any, _attr: Any, value: Any) -> None:
     if _check_int("async_max", value) < -1:
         raise ValueError(f"async_max must be -1 (unlimited), 0 (default) or positive, not {value}")
 
 
-def _when_full(_inst: object, _attr: object, value: object) -> None:
+def _when_full(_inst: Any, _attr: attrs.Attribute[WhenFull], value: WhenFull) -> None:
     if value not in WHEN_FULL_CHOICES:
         raise ValueError(f"when_full must be one of {WHEN_FULL_CHOICES}, not {value!r}")
 
 
-def _on_writer_error(_inst: object, _attr: object, value: object) -> None:
+def _on_writer_error(
+    _inst: Any, _attr: attrs.Attribute[OnWriterError], value: OnWriterError
+) -> None:
     if value not in ("continue", "raise") and not callable(value):
         raise ValueError(
             f"on_writer_error must be 'continue', 'raise' or a callable (data, exc), not {value!r}"
         )
 
 
-def _batch_join(_inst: object, _attr: object, value: object) -> None:
+def _batch_join(_inst: Any, _attr: Any, value: Any) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"batch_join must be a bool, not {type(value).__name__}")
 
 
-def _writer_thread(_inst: object, _attr: object, value: object) -> None:
+def _writer_thread(_inst: Any, _attr: Any, value: Any) -> None:
     if not isinstance(value, bool):
         raise TypeError(f"writer_thread must be a bool, not {type(value).__name__}")
 
@@ -170,7 +172,7 @@ class AggregatorConfig:
     """Writes larger than this raise `ValueError` (None: no limit)."""
 
     on_writer_error: OnWriterError = attrs.field(default="continue", validator=_on_writer_error)
-    """After retries: 'continue' (record, go on), 'raise' (fail the nursery) or a dead-letter hook."""
+    """After retries: 'continue' (record, go on), 'raise' (fail the nursery) or a hook."""
 
     writer_retries: int = attrs.field(default=0, validator=_non_negative_int)
     """How many times a failing writer call is retried, with the same batch, before the policy."""

@@ -1,0 +1,844 @@
+"""`Aggregator`: many tasks write, one task hands each write, in order, to a single writer.
+
+How it works: writes go into a `trio.open_memory_channel` of ``buffer_size`` items.
+An admission gate in front of it keeps the exact metrics, the byte budget and the
+``when_full`` policy: a write that finds no room waits in a FIFO queue and is moved
+into the channel by the receiver as room appears, so the channel itself never blocks
+anyone. One receiver task takes items (in batches if asked) and calls the writer; the
+inline periodic callback runs in that same task, between writer calls. The receiver
+runs in a shielded cancel scope, so that a cancelled nursery still gets its buffered
+data delivered, within ``drain_timeout``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections import deque
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, cast
+
+import outcome
+import trio
+
+from ._config import AggregatorConfig, is_async_callable
+from ._drops import DropCounter
+from ._error_log import ErrorLog
+from ._errors import AggregatorClosedError, StillRunningError
+from ._sender import AggregatorSender
+from ._statistics import AggregatorStatistics
+from ._timers import call_maybe_async, tick_every
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Awaitable, Callable
+
+    from typing_extensions import Buffer
+
+_SAMPLE_MASK = 15
+"""One accepted item in 16 has its buffered time measured."""
+_SAMPLE_WINDOW = 1024
+"""How many recent buffered-time samples the percentiles are computed over."""
+_YIELD_EVERY = 64
+"""The receiver checkpoints at least once per this many writer calls."""
+_MAX_BACKOFF = 10.0
+
+
+def _as_bytes(data: object) -> bytes:
+    """The bytes of a write, copied where the caller could change them later."""
+    if type(data) is bytes:
+        return data
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)  # pyright: ignore[reportUnknownArgumentType]
+    raise TypeError(f"write() takes bytes, bytearray or memoryview, not {type(data).__name__}")
+
+
+class _Waiter:
+    """A write blocked in the admission gate until the receiver makes room for it."""
+
+    __slots__ = ("aborted", "data", "sender", "seq", "task")
+
+    def __init__(self, data: bytes, sender: AggregatorSender | None, task: trio.lowlevel.Task):
+        self.data = data
+        self.sender = sender
+        self.task = task
+        self.seq = 0
+        self.aborted = False
+
+
+class _Flush:
+    """One pending `Aggregator.flush`: done once every item up to ``target`` is settled."""
+
+    __slots__ = ("event", "target", "waiters")
+
+    def __init__(self, target: int, waiters: list[_Waiter]) -> None:
+        self.target = target
+        self.waiters = waiters
+        self.event = trio.Event()
+
+    def ready(self, settled: int) -> bool:
+        waiters = self.waiters
+        while waiters:
+            last = waiters[-1]
+            if last.aborted:
+                waiters.pop()
+            elif last.seq:
+                self.target = max(self.target, last.seq)
+                waiters.clear()
+            else:
+                return False
+        return settled >= self.target
+
+
+class Aggregator(trio.abc.AsyncResource):
+    """Serialises writes from many tasks into one writer; see the module docs for how.
+
+    Create it from an `AggregatorConfig`, then `start` it in a nursery, or use
+    `open_aggregator`. It can be stopped and started again; `aclose` is final.
+    """
+
+    def __init__(self, config: AggregatorConfig) -> None:
+        if not isinstance(config, AggregatorConfig):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"config must be an AggregatorConfig, not {type(config).__name__}")
+        self._config = config
+        self._writer_is_async = is_async_callable(config.writer)
+        self._sync_is_async = is_async_callable(config.sync_fn)
+        self._async_is_async = is_async_callable(config.async_fn)
+        self._capacity = config.buffer_size
+        self._max_bytes = config.buffer_max_bytes
+        self._max_item = config.max_item_bytes
+        self._when_full = config.when_full
+        self._errors = ErrorLog(config.max_errors)
+        self._drops = DropCounter()
+        self._closed = False
+        self._starting = False
+        self._running = False
+        self._accepting = False
+        self._stopping = False
+        self.run_number = 0
+        self._last_nursery: trio.Nursery | None = None
+        self._send: trio.MemorySendChannel[bytes] | None = None
+        self._recv: trio.MemoryReceiveChannel[bytes] | None = None
+        self._stop_requested = trio.Event()
+        self._stopped = trio.Event()
+        self._stopped.set()
+        self._receiver_scope = trio.CancelScope()
+        self._timers_scope = trio.CancelScope()
+        self._park_scope: trio.CancelScope | None = None
+        self._started_at = 0.0
+        # Gate and buffer accounting.
+        self._waiters: deque[_Waiter] = deque()
+        self._size_waiting = 0
+        self._nb_buf = 0
+        self._size_buf = 0
+        self._nb_held = 0
+        self._size_held = 0
+        self._peak = 0
+        self._receiver_parked = False
+        self._open_senders = 0
+        # Order bookkeeping: items are numbered 1, 2, ... in the order they are accepted.
+        self._accepted_total = 0
+        self._taken_total = 0
+        self._inflight_start = 0  # number of the oldest item the receiver holds; 0: none
+        self._inflight_items = 0
+        self._flushes: list[_Flush] = []
+        self._samples: deque[tuple[int, float]] = deque()
+        self._buffered_times: deque[float] = deque(maxlen=_SAMPLE_WINDOW)
+        # Counters.
+        self._items_written = 0
+        self._bytes_written = 0
+        self._writer_calls = 0
+        self._writer_errors = 0
+        self._callback_errors = 0
+        self._sync_runs = 0
+        self._async_runs = 0
+        self._async_skipped = 0
+        self._sync_due = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def config(self) -> AggregatorConfig:
+        """The configuration this aggregator was built with."""
+        return self._config
+
+    @property
+    def is_running(self) -> bool:
+        """Whether the aggregator accepts writes (started and not stopping)."""
+        return self._accepting
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the current run started; 0.0 when stopped."""
+        return trio.current_time() - self._started_at if self._running else 0.0
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Start the receiver and timer tasks in *nursery*.
+
+        Raises:
+            StillRunningError: it is already running (or starting).
+            AggregatorClosedError: `aclose` was called.
+        """
+        if self._closed:
+            raise AggregatorClosedError("the aggregator was closed for good (aclose)")
+        if self._running or self._starting:
+            raise StillRunningError("the aggregator is already running")
+        self._starting = True
+        try:
+            await nursery.start(self._run)
+        finally:
+            self._starting = False
+        self._last_nursery = nursery
+
+    async def stop(self) -> None:
+        """Stop intake, deliver everything accepted, end the timers, then return.
+
+        Writes blocked at that moment raise `AggregatorClosedError`; senders of this run
+        raise it from now on. Idempotent; the aggregator can be started again.
+        """
+        if not self._running:
+            await trio.lowlevel.checkpoint()
+            return
+        self._stop_requested.set()
+        await self._stopped.wait()
+
+    async def restart(self, nursery: trio.Nursery | None = None) -> None:
+        """`stop`, then `start` in *nursery* (by default the one of the last start)."""
+        target = nursery or self._last_nursery
+        if target is None:
+            raise RuntimeError("restart() needs a nursery: this aggregator never started")
+        await self.stop()
+        await self.start(target)
+
+    async def aclose(self) -> None:
+        """`stop`, then close for good: `start` raises `AggregatorClosedError` after it."""
+        self._closed = True
+        await self.stop()
+
+    async def wait_stopped(self) -> None:
+        """Return once the aggregator is not running (at once if it is not)."""
+        await self._stopped.wait()
+
+    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        send, recv = trio.open_memory_channel[bytes](self._capacity)
+        self._reset_run(send)
+        self._recv = recv
+        receiver_scope = self._receiver_scope = trio.CancelScope(shield=True)
+        self._timers_scope = trio.CancelScope()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._receive, recv, receiver_scope)
+                if self._config.sync_enabled or self._config.async_enabled:
+                    nursery.start_soon(self._run_timers)
+                task_status.started()
+                try:
+                    await self._stop_requested.wait()
+                finally:
+                    self._begin_stop()
+        finally:
+            self._end_run(send, recv)
+
+    def _reset_run(self, send: trio.MemorySendChannel[bytes]) -> None:
+        self._send = send
+        self.run_number += 1
+        self._stop_requested = trio.Event()
+        self._stopped = trio.Event()
+        self._running = self._accepting = True
+        self._stopping = False
+        self._started_at = trio.current_time()
+        self._peak = 0
+        self._open_senders = 0
+        self._sync_due = False
+
+    def _begin_stop(self) -> None:
+        """Close the gate, end the timers and give the receiver ``drain_timeout`` to finish."""
+        self._accepting = False
+        self._stopping = True
+        self._reject_waiters(lambda w: True, AggregatorClosedError("the aggregator stopped"))
+        self._timers_scope.cancel()
+        self._receiver_scope.deadline = trio.current_time() + self._config.drain_timeout
+        self._wake_receiver()
+
+    def _end_run(
+        self, send: trio.MemorySendChannel[bytes], recv: trio.MemoryReceiveChannel[bytes]
+    ) -> None:
+        self._accepting = False
+        self._abandon(recv, "drain_timeout")  # nothing left unless the receiver died
+        send.close()
+        recv.close()
+        self._send = None
+        self._running = False
+        self._open_senders = 0
+        self._drops.report()
+        self._stopped.set()
+
+    # ------------------------------------------------------------------ writing
+
+    async def write(self, data: Buffer) -> int:
+        """Queue *data* for the writer, waiting while the buffer is full.
+
+        The data is copied, so the caller may reuse its buffer. Returns the number of
+        bytes queued: 0 for empty data or a write dropped by ``when_full="drop_newest"``.
+
+        Raises:
+            TypeError: *data* is not bytes, bytearray or memoryview.
+            ValueError: *data* is larger than ``max_item_bytes``.
+            AggregatorClosedError: the aggregator is not running.
+            trio.WouldBlock: the buffer is full and ``when_full="raise"``.
+        """
+        return await self.submit(data, None)
+
+    def write_nowait(self, data: Buffer) -> int:
+        """Like `write`, but raise `trio.WouldBlock` instead of waiting for room.
+
+        Under ``when_full="drop_newest"`` or ``"drop_oldest"`` it drops as `write` does.
+        """
+        return self.submit_nowait(data, None)
+
+    def sender(self) -> AggregatorSender:
+        """A new `AggregatorSender` for one producer task (close it when done).
+
+        Raises:
+            AggregatorClosedError: the aggregator is not running.
+        """
+        if not self._accepting:
+            raise AggregatorClosedError("the aggregator is not running")
+        return self.new_sender()
+
+    def new_sender(self) -> AggregatorSender:
+        """Make a sender over a fresh clone of the channel (used by `AggregatorSender.clone`)."""
+        assert self._send is not None
+        self._open_senders += 1
+        return AggregatorSender(self, self._send.clone(), self.run_number)
+
+    def sender_closed(self, sender: AggregatorSender) -> None:
+        """Account for a closed sender and fail the writes blocked in it."""
+        if sender._run == self.run_number and self._running:  # pyright: ignore[reportPrivateUsage]
+            self._open_senders -= 1
+        self._reject_waiters(
+            lambda w: w.sender is sender, trio.ClosedResourceError("this sender was closed")
+        )
+
+    def _accept_check(self, data: object, sender: AggregatorSender | None) -> bytes:
+        if sender is not None:
+            sender._check_open()  # pyright: ignore[reportPrivateUsage]
+        elif not self._accepting:
+            raise AggregatorClosedError("the aggregator is not running")
+        item = _as_bytes(data)
+        if self._max_item is not None and len(item) > self._max_item:
+            raise ValueError(
+                f"write of {len(item)} bytes is larger than max_item_bytes={self._max_item}"
+            )
+        return item
+
+    async def submit(self, data: object, sender: AggregatorSender | None) -> int:
+        """The body of `write` and `AggregatorSender.send`."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        item = self._accept_check(data, sender)
+        n = len(item)
+        if n and (self._waiters or not self._put_or_policy(item)):
+            if self._when_full == "block":
+                return await self._wait_for_room(item, sender)
+            if self._when_full == "raise":
+                raise trio.WouldBlock
+            n = 0
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return n
+
+    def submit_nowait(self, data: object, sender: AggregatorSender | None) -> int:
+        """The body of `write_nowait` and `AggregatorSender.send_nowait`."""
+        item = self._accept_check(data, sender)
+        n = len(item)
+        if n and (self._waiters or not self._put_or_policy(item)):
+            if self._when_full in ("block", "raise"):
+                raise trio.WouldBlock
+            return 0
+        return n
+
+    def _has_room(self, size: int) -> bool:
+        if self._receiver_parked:
+            return True
+        if self._nb_buf >= self._capacity:
+            return False
+        max_bytes = self._max_bytes
+        return (
+            max_bytes is None
+            or self._size_buf + self._size_held + size <= max_bytes
+            or not (self._nb_buf or self._nb_held)
+        )
+
+    def _put_or_policy(self, item: bytes) -> bool:
+        """Put *item* in the channel if there is room (evicting under drop_oldest).
+
+        Returns False when the item was not accepted: the caller then blocks, raises or,
+        under drop_newest (the item is counted here), returns 0.
+        """
+        n = len(item)
+        if self._has_room(n):
+            self._put(item)
+            return True
+        policy = self._when_full
+        if policy == "drop_oldest":
+            while self._nb_buf and not self._has_room(n):
+                self._evict_oldest()
+            if self._has_room(n):
+                self._put(item)
+                return True
+            self._drops.add("full")
+        elif policy == "drop_newest":
+            self._drops.add("full")
+        return False
+
+    def _put(self, item: bytes) -> int:
+        """Move an admitted item into the channel (or straight to a parked receiver)."""
+        assert self._send is not None
+        self._send.send_nowait(item)
+        seq = self._accepted_total = self._accepted_total + 1
+        if self._receiver_parked:
+            # Handed straight to the receiver: it is taken, not buffered.
+            self._receiver_parked = False
+            self._taken_total = seq
+            if not self._inflight_start:
+                self._inflight_start = seq
+        else:
+            self._nb_buf += 1
+            self._size_buf += len(item)
+            if self._nb_buf + self._nb_held > self._peak:
+                self._peak = self._nb_buf + self._nb_held
+        if not seq & _SAMPLE_MASK:
+            self._samples.append((seq, trio.current_time()))
+        return seq
+
+    async def _wait_for_room(self, item: bytes, sender: AggregatorSender | None) -> int:
+        waiter = _Waiter(item, sender, trio.lowlevel.current_task())
+        self._waiters.append(waiter)
+        self._size_waiting += len(item)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._waiters.remove(waiter)
+            self._size_waiting -= len(item)
+            waiter.aborted = True
+            self._check_flushes()
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        result: int = await trio.lowlevel.wait_task_rescheduled(abort)
+        return result
+
+    def _admit_waiters(self) -> None:
+        """Move blocked writes into the channel, oldest first, while there is room."""
+        waiters = self._waiters
+        while waiters and self._has_room(len(waiters[0].data)):
+            waiter = waiters.popleft()
+            self._size_waiting -= len(waiter.data)
+            waiter.seq = self._put(waiter.data)
+            trio.lowlevel.reschedule(waiter.task, outcome.Value(len(waiter.data)))
+
+    def _reject_waiters(self, which: Callable[[_Waiter], bool], exc: BaseException) -> None:
+        for waiter in [w for w in self._waiters if which(w)]:
+            self._waiters.remove(waiter)
+            self._size_waiting -= len(waiter.data)
+            waiter.aborted = True
+            trio.lowlevel.reschedule(waiter.task, outcome.Error(exc))
+        self._check_flushes()
+
+    # ------------------------------------------------------------------ flush
+
+    async def flush(self) -> None:
+        """Return once every write accepted before this call has been settled.
+
+        Settled means handed to the writer and that call returned (or failed for good),
+        or dropped and counted. Writes already blocked waiting for room when `flush` was
+        called are included. A lingering batch is written at once.
+
+        Raises:
+            AggregatorClosedError: the aggregator is not running.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._accepting:
+            raise AggregatorClosedError("the aggregator is not running")
+        pending = _Flush(self._accepted_total, list(self._waiters))
+        if pending.ready(self._settled()):
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        self._flushes.append(pending)
+        self._wake_receiver()
+        await pending.event.wait()
+
+    def _settled(self) -> int:
+        """The number n such that items 1..n are all settled."""
+        start = self._inflight_start
+        return start - 1 if start else self._taken_total
+
+    def _check_flushes(self) -> None:
+        if self._flushes:
+            settled = self._settled()
+            pending: list[_Flush] = []
+            for flush in self._flushes:
+                if flush.ready(settled):
+                    flush.event.set()
+                else:
+                    pending.append(flush)
+            self._flushes = pending
+
+    # ------------------------------------------------------------------ receiver
+
+    def _wake_receiver(self) -> None:
+        if self._park_scope is not None:
+            self._park_scope.cancel()
+
+    async def _receive(
+        self, recv: trio.MemoryReceiveChannel[bytes], scope: trio.CancelScope
+    ) -> None:
+        clean = False
+        try:
+            with scope:
+                await self._consume(recv)
+                clean = True
+        finally:
+            if not clean:
+                reason = "drain_timeout" if scope.cancelled_caught else "writer_error"
+                self._abandon(recv, reason)
+
+    def _abandon(self, recv: trio.MemoryReceiveChannel[bytes], reason: str) -> None:
+        """Count what the receiver will never deliver: held, in flight, and still buffered."""
+        lost = self._inflight_items + self._nb_held
+        self._inflight_items = self._nb_held = self._size_held = 0
+        while True:
+            try:
+                recv.receive_nowait()
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
+                break
+            lost += 1
+        self._nb_buf = self._size_buf = 0
+        self._taken_total = self._accepted_total
+        self._inflight_start = 0
+        self._samples.clear()
+        if lost:
+            self._drops.add(reason, lost)
+            self._errors.record(
+                RuntimeError(f"{lost} item(s) were not delivered ({reason})"), "stop"
+            )
+        self._check_flushes()
+
+    def _evict_oldest(self) -> None:
+        """drop_oldest: discard the oldest buffered item (a producer calls this)."""
+        assert self._recv is not None
+        item = self._recv.receive_nowait()
+        self._nb_buf -= 1
+        self._size_buf -= len(item)
+        self._taken_total += 1
+        self._drops.add("oldest")
+        self._check_flushes()
+
+    def _took(self, item: bytes) -> None:
+        """Account for an item the receiver took from the channel."""
+        self._nb_buf -= 1
+        self._size_buf -= len(item)
+        self._taken_total += 1
+        if not self._inflight_start:
+            self._inflight_start = self._taken_total
+        if self._waiters:
+            self._admit_waiters()
+
+    def _take_waiter(self) -> bytes:
+        """Take the oldest blocked write directly (the channel is empty)."""
+        waiter = self._waiters.popleft()
+        item = waiter.data
+        self._size_waiting -= len(item)
+        seq = self._accepted_total = self._accepted_total + 1
+        waiter.seq = self._taken_total = seq
+        if not self._inflight_start:
+            self._inflight_start = seq
+        trio.lowlevel.reschedule(waiter.task, outcome.Value(len(item)))
+        return item
+
+    async def _next_item(
+        self, recv: trio.MemoryReceiveChannel[bytes], deadline: float
+    ) -> bytes | None:
+        """The next item, waiting until *deadline*; None when woken or timed out first."""
+        try:
+            item = recv.receive_nowait()
+        except trio.WouldBlock:
+            if self._waiters:
+                return self._take_waiter()
+            if self._stopping or self._sync_due:
+                return None
+            if deadline != math.inf and (self._flushes or deadline <= trio.current_time()):
+                return None
+            with trio.CancelScope(deadline=deadline) as park:
+                self._park_scope = park
+                self._receiver_parked = True
+                try:
+                    return await recv.receive()  # a handed-off item is accounted by _put
+                finally:
+                    self._receiver_parked = False
+                    self._park_scope = None
+            return None
+        self._took(item)
+        return item
+
+    async def _consume(self, recv: trio.MemoryReceiveChannel[bytes]) -> None:
+        config = self._config
+        batching = config.batch_max_items > 1 or not config.batch_join
+        budget = _YIELD_EVERY
+        carry: bytes | None = None
+        while True:
+            if self._sync_due:
+                await self._run_sync_fn()
+            if carry is not None:
+                item, carry = carry, None
+            else:
+                got = await self._next_item(recv, math.inf)
+                if got is None:
+                    if self._stopping:
+                        return
+                    self._check_flushes()
+                    continue
+                item = got
+            if batching:
+                batch, carry = await self._gather(recv, item)
+                await self._deliver(batch, sum(map(len, batch)), carry)
+            else:
+                await self._deliver(item, len(item), None)
+            budget -= 1
+            if not budget:
+                budget = _YIELD_EVERY
+                await trio.lowlevel.checkpoint()
+
+    async def _gather(
+        self, recv: trio.MemoryReceiveChannel[bytes], first: bytes
+    ) -> tuple[list[bytes], bytes | None]:
+        """A batch starting with *first*: what is buffered, plus what arrives while lingering."""
+        config = self._config
+        max_items = config.batch_max_items
+        max_bytes = config.batch_max_bytes
+        batch = [first]
+        nbytes = len(first)
+        self._nb_held = 1
+        self._size_held = nbytes
+        deadline = trio.current_time() + config.batch_linger if config.batch_linger else -math.inf
+        while len(batch) < max_items:
+            item = await self._next_item(recv, deadline)
+            if item is None:
+                break
+            if max_bytes is not None and nbytes + len(item) > max_bytes:
+                return batch, item
+            batch.append(item)
+            nbytes += len(item)
+            self._nb_held += 1
+            self._size_held += len(item)
+        return batch, None
+
+    async def _deliver(self, batch: bytes | list[bytes], nbytes: int, carry: bytes | None) -> None:
+        """Hand one item or batch to the writer, with retries and the error policy."""
+        config = self._config
+        count = len(batch) if isinstance(batch, list) else 1
+        if carry is None:
+            self._nb_held = self._size_held = 0
+        else:
+            self._nb_held, self._size_held = 1, len(carry)
+        if self._waiters:
+            self._admit_waiters()
+        payload: bytes | list[bytes]
+        if config.batch_join and isinstance(batch, list):
+            payload = b"".join(batch) if count > 1 else batch[0]
+        else:
+            payload = batch
+        self._inflight_items = count
+        retries = config.writer_retries
+        backoff = config.writer_retry_backoff
+        while True:
+            self._writer_calls += 1
+            try:
+                if config.writer_thread:
+                    await trio.to_thread.run_sync(config.writer, payload)
+                elif self._writer_is_async:
+                    await cast("Awaitable[object]", config.writer(payload))
+                else:
+                    result = config.writer(payload)
+                    if result is not None and inspect.isawaitable(result):
+                        await result
+            except Exception as exc:
+                self._writer_errors += 1
+                self._errors.record(exc, "writer")
+                if retries:
+                    retries -= 1
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, _MAX_BACKOFF)
+                    continue
+                self._inflight_items = 0
+                self._drops.add("writer_error", count)
+                self._settle(carry)
+                policy = config.on_writer_error
+                if policy == "raise":
+                    raise
+                if callable(policy):
+                    try:
+                        policy(payload, exc)
+                    except Exception as hook_exc:
+                        self._callback_errors += 1
+                        self._errors.record(hook_exc, "on_writer_error hook")
+            else:
+                self._inflight_items = 0
+                self._items_written += count
+                self._bytes_written += nbytes
+                self._settle(carry)
+            return
+
+    def _settle(self, carry: bytes | None) -> None:
+        self._inflight_start = self._taken_total if carry is not None else 0
+        if self._samples:
+            now = trio.current_time()
+            samples = self._samples
+            limit = self._taken_total if carry is None else self._taken_total - 1
+            while samples and samples[0][0] <= limit:
+                self._buffered_times.append(now - samples.popleft()[1])
+        if self._flushes:
+            self._check_flushes()
+
+    # ------------------------------------------------------------------ callbacks
+
+    async def _run_sync_fn(self) -> None:
+        self._sync_due = False
+        fn = self._config.sync_fn
+        assert fn is not None
+        self._sync_runs += 1
+        try:
+            await call_maybe_async(fn, self._sync_is_async)
+        except Exception as exc:
+            self._callback_errors += 1
+            self._errors.record(exc, "sync_fn")
+
+    def _sync_tick(self) -> None:
+        self._sync_due = True
+        self._wake_receiver()
+
+    async def _run_timers(self) -> None:
+        config = self._config
+        with self._timers_scope:
+            async with trio.open_nursery() as nursery:
+                if config.sync_enabled:
+                    nursery.start_soon(tick_every, config.sync_interval, self._sync_tick)
+                if config.async_enabled:
+                    limiter = trio.CapacityLimiter(config.async_limit)
+
+                    def async_tick() -> None:
+                        token = object()
+                        try:
+                            limiter.acquire_on_behalf_of_nowait(token)
+                        except trio.WouldBlock:
+                            self._async_skipped += 1
+                            return
+                        self._async_runs += 1
+                        nursery.start_soon(self._run_async_fn, limiter, token)
+
+                    nursery.start_soon(tick_every, config.async_interval, async_tick)
+
+    async def _run_async_fn(self, limiter: trio.CapacityLimiter, token: object) -> None:
+        fn = self._config.async_fn
+        assert fn is not None
+        try:
+            await call_maybe_async(fn, self._async_is_async)
+        except Exception as exc:
+            self._callback_errors += 1
+            self._errors.record(exc, "async_fn")
+        finally:
+            limiter.release_on_behalf_of(token)
+
+    # ------------------------------------------------------------------ metrics
+
+    @property
+    def nb_waiting(self) -> int:
+        """Writes blocked because the buffer is full."""
+        return len(self._waiters)
+
+    @property
+    def size_waiting(self) -> int:
+        """Bytes of the blocked writes."""
+        return self._size_waiting
+
+    @property
+    def nb_processing(self) -> int:
+        """Items accepted and not yet handed to the writer."""
+        return self._nb_buf + self._nb_held
+
+    @property
+    def size_processing(self) -> int:
+        """Bytes of the items counted in `nb_processing`."""
+        return self._size_buf + self._size_held
+
+    @property
+    def last_error(self) -> Exception | None:
+        """The most recent error of the writer or a callback, or None."""
+        return self._errors.last
+
+    @property
+    def errors(self) -> tuple[Exception, ...]:
+        """The recent errors, oldest first (at most ``max_errors``)."""
+        return self._errors.all
+
+    def statistics(self) -> AggregatorStatistics:
+        """A consistent snapshot of every metric and counter."""
+        times = sorted(self._buffered_times)
+        drops = self._drops.counts
+        return AggregatorStatistics(
+            is_running=self._accepting,
+            uptime=self.uptime,
+            buffer_size=self._capacity,
+            nb_waiting=len(self._waiters),
+            size_waiting=self._size_waiting,
+            nb_processing=self.nb_processing,
+            size_processing=self.size_processing,
+            peak_nb_processing=self._peak,
+            open_senders=self._open_senders,
+            items_accepted=self._accepted_total,
+            items_written=self._items_written,
+            bytes_written=self._bytes_written,
+            writer_calls=self._writer_calls,
+            writer_errors=self._writer_errors,
+            callback_errors=self._callback_errors,
+            sync_runs=self._sync_runs,
+            async_runs=self._async_runs,
+            async_skipped=self._async_skipped,
+            dropped_full=drops["full"],
+            dropped_oldest=drops["oldest"],
+            dropped_drain_timeout=drops["drain_timeout"],
+            dropped_writer_error=drops["writer_error"],
+            dropped=self._drops.total,
+            buffered_time_p50=_percentile(times, 0.50),
+            buffered_time_p99=_percentile(times, 0.99),
+        )
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@asynccontextmanager
+async def open_aggregator(
+    nursery: trio.Nursery, config: AggregatorConfig
+) -> AsyncGenerator[Aggregator, None]:
+    """Run an `Aggregator` in *nursery* for the duration of the ``async with`` block.
+
+    On exit, normal, by exception or by cancellation, it is closed with a full drain
+    (bounded by ``drain_timeout``)::
+
+        async with trio.open_nursery() as nursery:
+            async with open_aggregator(nursery, config) as agg:
+                await agg.write(b"hello\\n")
+    """
+    aggregator = Aggregator(config)
+    await aggregator.start(nursery)
+    try:
+        yield aggregator
+    finally:
+        with trio.CancelScope(shield=True):
+            await aggregator.aclose()
+
+
+async def connect_aggregator(nursery: trio.Nursery, config: AggregatorConfig) -> Aggregator:
+    """Start an `Aggregator` in *nursery* and return it; the caller must `Aggregator.aclose` it."""
+    aggregator = Aggregator(config)
+    await aggregator.start(nursery)
+    return aggregator
