@@ -308,6 +308,7 @@ async def test_unbounded_buffer_never_blocks() -> None:
     async with trio.open_nursery() as nursery:
         config = AggregatorConfig(writer=out.append, buffer_size=math.inf)
         async with open_aggregator(nursery, config) as agg:
+            await trio.testing.wait_all_tasks_blocked()  # the receiver waits for data
             for i in range(1000):
                 agg.write_nowait(b"%d" % i)
             # The first one went straight to the waiting receiver: taken, not buffered.
