@@ -13,13 +13,13 @@ data delivered, within ``drain_timeout``.
 from __future__ import annotations
 
 import inspect
-import math
 from collections import deque
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 import outcome
 import trio
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from ._config import AggregatorConfig, is_async_callable
 from ._drops import DropCounter
@@ -41,6 +41,8 @@ _SAMPLE_WINDOW = 1024
 _YIELD_EVERY = 64
 """The receiver checkpoints at least once per this many writer calls."""
 _MAX_BACKOFF = 10.0
+_WAKE = b""
+"""Handed to a waiting receiver to wake it: empty writes are never queued, so it is no data."""
 
 
 def _as_bytes(data: object) -> bytes:
@@ -101,6 +103,7 @@ class Aggregator(trio.abc.AsyncResource):
             raise TypeError(f"config must be an AggregatorConfig, not {type(config).__name__}")
         self._config = config
         self._writer_is_async = is_async_callable(config.writer)
+        self._writer_is_plain = not (self._writer_is_async or config.writer_thread)
         self._sync_is_async = is_async_callable(config.sync_fn)
         self._async_is_async = is_async_callable(config.async_fn)
         self._capacity = config.buffer_size
@@ -140,6 +143,7 @@ class Aggregator(trio.abc.AsyncResource):
         self._taken_total = 0
         self._inflight_start = 0  # number of the oldest item the receiver holds; 0: none
         self._inflight_items = 0
+        self._carry_seq = 0  # number of the item held over for the next batch
         self._flushes: list[_Flush] = []
         self._samples: deque[tuple[int, float]] = deque()
         self._buffered_times: deque[float] = deque(maxlen=_SAMPLE_WINDOW)
@@ -305,13 +309,19 @@ class Aggregator(trio.abc.AsyncResource):
         return self.new_sender()
 
     def new_sender(self) -> AggregatorSender:
-        """Make a sender over a fresh clone of the channel (used by `AggregatorSender.clone`)."""
+        """Make a sender over a fresh clone of the channel (used by `AggregatorSender.clone`).
+
+        :meta private:
+        """
         assert self._send is not None
         self._open_senders += 1
         return AggregatorSender(self, self._send.clone(), self.run_number)
 
     def sender_closed(self, sender: AggregatorSender) -> None:
-        """Account for a closed sender and fail the writes blocked in it."""
+        """Account for a closed sender and fail the writes blocked in it.
+
+        :meta private:
+        """
         if sender._run == self.run_number and self._running:  # pyright: ignore[reportPrivateUsage]
             self._open_senders -= 1
         self._reject_waiters(
@@ -323,7 +333,7 @@ class Aggregator(trio.abc.AsyncResource):
             sender._check_open()  # pyright: ignore[reportPrivateUsage]
         elif not self._accepting:
             raise AggregatorClosedError("the aggregator is not running")
-        item = _as_bytes(data)
+        item = data if type(data) is bytes else _as_bytes(data)
         if self._max_item is not None and len(item) > self._max_item:
             raise ValueError(
                 f"write of {len(item)} bytes is larger than max_item_bytes={self._max_item}"
@@ -331,56 +341,83 @@ class Aggregator(trio.abc.AsyncResource):
         return item
 
     async def submit(self, data: object, sender: AggregatorSender | None) -> int:
-        """The body of `write` and `AggregatorSender.send`."""
-        await trio.lowlevel.checkpoint_if_cancelled()
+        """The body of `write` and `AggregatorSender.send`.
+
+        :meta private:
+        """
+        await checkpoint_if_cancelled()
         item = self._accept_check(data, sender)
-        n = len(item)
-        if n and (self._waiters or not self._put_or_policy(item)):
-            if self._when_full == "block":
+        if item and not self._offer(item):
+            policy = self._when_full
+            if policy == "block":
                 return await self._wait_for_room(item, sender)
-            if self._when_full == "raise":
-                raise trio.WouldBlock
-            n = 0
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        return n
+            if not self._when_no_room(item):
+                if policy == "raise":
+                    raise trio.WouldBlock
+                await cancel_shielded_checkpoint()
+                return 0
+        await cancel_shielded_checkpoint()
+        return len(item)
 
     def submit_nowait(self, data: object, sender: AggregatorSender | None) -> int:
-        """The body of `write_nowait` and `AggregatorSender.send_nowait`."""
+        """The body of `write_nowait` and `AggregatorSender.send_nowait`.
+
+        :meta private:
+        """
         item = self._accept_check(data, sender)
-        n = len(item)
-        if n and (self._waiters or not self._put_or_policy(item)):
+        if item and not self._offer(item) and not self._when_no_room(item):
             if self._when_full in ("block", "raise"):
                 raise trio.WouldBlock
             return 0
-        return n
+        return len(item)
+
+    def _offer(self, item: bytes) -> bool:
+        """Put *item* in now if it may go: there is room and no blocked write is ahead of it."""
+        if not (self._receiver_parked and self._receiver_waiting()):
+            # (a waiting receiver takes anything at once, and then nobody is blocked)
+            if self._waiters or self._nb_buf >= self._capacity:
+                return False
+            if self._max_bytes is not None and not self._bytes_fit(len(item)):
+                return False
+        self._put(item)
+        return True
+
+    def _receiver_waiting(self) -> bool:
+        """Whether the parked receiver still waits in ``receive()`` to be handed an item.
+
+        A lingering receiver stops waiting the moment its park scope is cancelled (by
+        `_wake_receiver` or its deadline), before it runs again to lower its flag.
+        """
+        scope = self._park_scope
+        if scope is not None and scope.cancel_called:
+            self._receiver_parked = False
+            return False
+        return True
+
+    def _bytes_fit(self, size: int) -> bool:
+        """Whether *size* more bytes stay within ``buffer_max_bytes`` (always, when empty)."""
+        assert self._max_bytes is not None
+        if not (self._nb_buf or self._nb_held):
+            return True
+        return self._size_buf + self._size_held + size <= self._max_bytes
 
     def _has_room(self, size: int) -> bool:
-        if self._receiver_parked:
-            return True
-        if self._nb_buf >= self._capacity:
-            return False
-        max_bytes = self._max_bytes
-        return (
-            max_bytes is None
-            or self._size_buf + self._size_held + size <= max_bytes
-            or not (self._nb_buf or self._nb_held)
+        return (self._receiver_parked and self._receiver_waiting()) or (
+            self._nb_buf < self._capacity and (self._max_bytes is None or self._bytes_fit(size))
         )
 
-    def _put_or_policy(self, item: bytes) -> bool:
-        """Put *item* in the channel if there is room (evicting under drop_oldest).
+    def _when_no_room(self, item: bytes) -> bool:
+        """Apply ``when_full`` (other than block) to a write that found no room.
 
-        Returns False when the item was not accepted: the caller then blocks, raises or,
-        under drop_newest (the item is counted here), returns 0.
+        Returns True when the item was accepted after all (drop_oldest made room);
+        a dropped item is counted here.
         """
-        n = len(item)
-        if self._has_room(n):
-            self._put(item)
-            return True
         policy = self._when_full
         if policy == "drop_oldest":
-            while self._nb_buf and not self._has_room(n):
+            size = len(item)
+            while self._nb_buf and not self._has_room(size):
                 self._evict_oldest()
-            if self._has_room(n):
+            if self._has_room(size):
                 self._put(item)
                 return True
             self._drops.add("full")
@@ -482,8 +519,14 @@ class Aggregator(trio.abc.AsyncResource):
     # ------------------------------------------------------------------ receiver
 
     def _wake_receiver(self) -> None:
+        """Make a waiting receiver look at its flags (stop, flush, timer) again."""
         if self._park_scope is not None:
-            self._park_scope.cancel()
+            self._park_scope.cancel()  # aborts its receive() at once
+            self._receiver_parked = False
+        elif self._receiver_parked:
+            assert self._send is not None
+            self._receiver_parked = False
+            self._send.send_nowait(_WAKE)  # handed straight to the receiver: never buffered
 
     async def _receive(
         self, recv: trio.MemoryReceiveChannel[bytes], scope: trio.CancelScope
@@ -529,16 +572,6 @@ class Aggregator(trio.abc.AsyncResource):
         self._drops.add("oldest")
         self._check_flushes()
 
-    def _took(self, item: bytes) -> None:
-        """Account for an item the receiver took from the channel."""
-        self._nb_buf -= 1
-        self._size_buf -= len(item)
-        self._taken_total += 1
-        if not self._inflight_start:
-            self._inflight_start = self._taken_total
-        if self._waiters:
-            self._admit_waiters()
-
     def _take_waiter(self) -> bytes:
         """Take the oldest blocked write directly (the channel is empty)."""
         waiter = self._waiters.popleft()
@@ -551,54 +584,113 @@ class Aggregator(trio.abc.AsyncResource):
         trio.lowlevel.reschedule(waiter.task, outcome.Value(len(item)))
         return item
 
-    async def _next_item(
-        self, recv: trio.MemoryReceiveChannel[bytes], deadline: float
-    ) -> bytes | None:
-        """The next item, waiting until *deadline*; None when woken or timed out first."""
-        try:
-            item = recv.receive_nowait()
-        except trio.WouldBlock:
-            if self._waiters:
-                return self._take_waiter()
-            if self._stopping or self._sync_due:
-                return None
-            if deadline != math.inf and (self._flushes or deadline <= trio.current_time()):
-                return None
-            with trio.CancelScope(deadline=deadline) as park:
-                self._park_scope = park
-                self._receiver_parked = True
-                try:
-                    return await recv.receive()  # a handed-off item is accounted by _put
-                finally:
-                    self._receiver_parked = False
-                    self._park_scope = None
-            return None
-        self._took(item)
+    def _take(self, recv: trio.MemoryReceiveChannel[bytes]) -> bytes:
+        """The oldest buffered item, or else the oldest blocked write (there is one)."""
+        if not self._nb_buf:  # exact, and cheaper than a receive_nowait that raises
+            return self._take_waiter()
+        item = recv.receive_nowait()
+        self._nb_buf -= 1
+        self._size_buf -= len(item)
+        self._taken_total += 1
+        if not self._inflight_start:
+            self._inflight_start = self._taken_total
+        if self._waiters:
+            self._admit_waiters()
         return item
 
+    async def _wait_item(
+        self, recv: trio.MemoryReceiveChannel[bytes], deadline: float
+    ) -> bytes | None:
+        """Wait, until *deadline*, for an item handed over by a writer (accounted by `_put`).
+
+        Returns None when woken (stop, flush, timer: `_wake_receiver`) or timed out; used
+        for lingering batches only.
+        """
+        if self._stopping or self._sync_due or self._flushes or deadline <= trio.current_time():
+            return None
+        with trio.CancelScope(deadline=deadline) as park:
+            self._park_scope = park
+            self._receiver_parked = True
+            try:
+                return await recv.receive()
+            finally:
+                self._receiver_parked = False
+                self._park_scope = None
+        return None
+
     async def _consume(self, recv: trio.MemoryReceiveChannel[bytes]) -> None:
+        """The receiver's loop; the per-item path is kept flat on purpose (it is the hot one)."""
         config = self._config
+        writer = config.writer
+        plain = self._writer_is_plain
         batching = config.batch_max_items > 1 or not config.batch_join
+        always_gather = config.batch_linger > 0 or not config.batch_join
+        isawaitable = inspect.isawaitable
         budget = _YIELD_EVERY
         carry: bytes | None = None
         while True:
             if self._sync_due:
                 await self._run_sync_fn()
             if carry is not None:
-                item, carry = carry, None
+                item = carry
+                carry = None
+            elif self._nb_buf or self._waiters:
+                item = self._take(recv)
+            elif self._stopping or self._sync_due:
+                if self._stopping:
+                    return
+                continue
             else:
-                got = await self._next_item(recv, math.inf)
-                if got is None:
-                    if self._stopping:
-                        return
+                # Wait for a writer to hand an item over (`_put` accounts for it). No cancel
+                # scope on this hot path: `_wake_receiver` hands over an empty item instead.
+                self._receiver_parked = True
+                try:
+                    item = await recv.receive()
+                finally:
+                    self._receiver_parked = False
+                if not item:
                     self._check_flushes()
                     continue
-                item = got
-            if batching:
+            payload: bytes | list[bytes] = item
+            count, nbytes = 1, len(item)
+            if batching and (always_gather or self._nb_buf or self._waiters):
                 batch, carry = await self._gather(recv, item)
-                await self._deliver(batch, sum(map(len, batch)), carry)
+                count, nbytes = len(batch), sum(map(len, batch))
+                if carry is None:
+                    self._nb_held = self._size_held = 0
+                else:
+                    self._nb_held, self._size_held = 1, len(carry)
+                if self._waiters:
+                    self._admit_waiters()
+                if not config.batch_join:
+                    payload = batch
+                elif count > 1:
+                    payload = b"".join(batch)
+            elif self._nb_held:  # a carried item, going alone
+                self._nb_held = self._size_held = 0
+            self._inflight_items = count
+            self._writer_calls += 1
+            try:
+                if plain:
+                    result = writer(payload)
+                    if result is not None and isawaitable(result):
+                        await result
+                else:
+                    await self._call_writer(payload)
+            except Exception as exc:
+                if not await self._retry(payload, exc):
+                    self._inflight_items = 0
+                    self._drops.add("writer_error", count)
+                    self._settle(carry)
+                    await self._writer_failed(payload, exc)
+                    continue
+            self._inflight_items = 0
+            self._items_written += count
+            self._bytes_written += nbytes
+            if carry is None and not self._samples and not self._flushes:
+                self._inflight_start = 0
             else:
-                await self._deliver(item, len(item), None)
+                self._settle(carry)
             budget -= 1
             if not budget:
                 budget = _YIELD_EVERY
@@ -615,81 +707,81 @@ class Aggregator(trio.abc.AsyncResource):
         nbytes = len(first)
         self._nb_held = 1
         self._size_held = nbytes
-        deadline = trio.current_time() + config.batch_linger if config.batch_linger else -math.inf
+        deadline = trio.current_time() + config.batch_linger if config.batch_linger else 0.0
+        item: bytes | None
         while len(batch) < max_items:
-            item = await self._next_item(recv, deadline)
-            if item is None:
+            if self._nb_buf or self._waiters:
+                item = self._take(recv)
+            elif not deadline:
                 break
+            else:
+                item = await self._wait_item(recv, deadline)
+                if item is None:
+                    break
             if max_bytes is not None and nbytes + len(item) > max_bytes:
+                self._carry_seq = self._taken_total  # its number: it was taken last
                 return batch, item
             batch.append(item)
             nbytes += len(item)
             self._nb_held += 1
             self._size_held += len(item)
+            if self._nb_buf + self._nb_held > self._peak:
+                self._peak = self._nb_buf + self._nb_held
         return batch, None
 
-    async def _deliver(self, batch: bytes | list[bytes], nbytes: int, carry: bytes | None) -> None:
-        """Hand one item or batch to the writer, with retries and the error policy."""
+    async def _call_writer(self, payload: bytes | list[bytes]) -> None:
+        """One call of the writer, whatever its kind."""
         config = self._config
-        count = len(batch) if isinstance(batch, list) else 1
-        if carry is None:
-            self._nb_held = self._size_held = 0
+        if config.writer_thread:
+            await trio.to_thread.run_sync(config.writer, payload)
+        elif self._writer_is_async:
+            await cast("Awaitable[object]", config.writer(payload))
         else:
-            self._nb_held, self._size_held = 1, len(carry)
-        if self._waiters:
-            self._admit_waiters()
-        payload: bytes | list[bytes]
-        if config.batch_join and isinstance(batch, list):
-            payload = b"".join(batch) if count > 1 else batch[0]
-        else:
-            payload = batch
-        self._inflight_items = count
-        retries = config.writer_retries
+            result = config.writer(payload)
+            if result is not None and inspect.isawaitable(result):
+                await result
+
+    async def _retry(self, payload: bytes | list[bytes], exc: Exception) -> bool:
+        """Record a failed writer call, then retry it with backoff; True once one succeeds."""
+        config = self._config
         backoff = config.writer_retry_backoff
-        while True:
+        for attempt in range(config.writer_retries + 1):
+            self._writer_errors += 1
+            self._errors.record(exc, "writer")
+            if attempt == config.writer_retries:
+                break
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, _MAX_BACKOFF)
             self._writer_calls += 1
             try:
-                if config.writer_thread:
-                    await trio.to_thread.run_sync(config.writer, payload)
-                elif self._writer_is_async:
-                    await cast("Awaitable[object]", config.writer(payload))
-                else:
-                    result = config.writer(payload)
-                    if result is not None and inspect.isawaitable(result):
-                        await result
-            except Exception as exc:
-                self._writer_errors += 1
-                self._errors.record(exc, "writer")
-                if retries:
-                    retries -= 1
-                    await trio.sleep(backoff)
-                    backoff = min(backoff * 2, _MAX_BACKOFF)
-                    continue
-                self._inflight_items = 0
-                self._drops.add("writer_error", count)
-                self._settle(carry)
-                policy = config.on_writer_error
-                if policy == "raise":
-                    raise
-                if callable(policy):
-                    try:
-                        policy(payload, exc)
-                    except Exception as hook_exc:
-                        self._callback_errors += 1
-                        self._errors.record(hook_exc, "on_writer_error hook")
+                await self._call_writer(payload)
+            except Exception as again:
+                exc = again
             else:
-                self._inflight_items = 0
-                self._items_written += count
-                self._bytes_written += nbytes
-                self._settle(carry)
-            return
+                return True
+        return False
+
+    async def _writer_failed(self, payload: bytes | list[bytes], exc: Exception) -> None:
+        """Apply ``on_writer_error`` to a batch whose writer call failed for good."""
+        policy = self._config.on_writer_error
+        if policy == "raise":
+            raise exc
+        if callable(policy):
+            try:
+                result = policy(payload, exc)
+                if result is not None and inspect.isawaitable(result):
+                    await result
+            except Exception as hook_exc:
+                self._callback_errors += 1
+                self._errors.record(hook_exc, "on_writer_error hook")
 
     def _settle(self, carry: bytes | None) -> None:
-        self._inflight_start = self._taken_total if carry is not None else 0
+        """After a writer call: what is settled now, buffered-time samples, pending flushes."""
+        self._inflight_start = self._carry_seq if carry is not None else 0
         if self._samples:
             now = trio.current_time()
             samples = self._samples
-            limit = self._taken_total if carry is None else self._taken_total - 1
+            limit = self._taken_total if carry is None else self._carry_seq - 1
             while samples and samples[0][0] <= limit:
                 self._buffered_times.append(now - samples.popleft()[1])
         if self._flushes:
