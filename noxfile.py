@@ -1,4 +1,4 @@
-"""Check sessions: ``nox`` runs lint, typecheck, tests and docs; ``nox -s bench`` runs benchmarks."""
+"""Check sessions: `nox` runs lint, typecheck, tests, docs; `nox -s bench` runs benchmarks."""
 
 from __future__ import annotations
 
@@ -42,9 +42,7 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict and pyright (strict) on the package."""
     session.install("-e", ".", *TYPE_DEPS)
     session.run("mypy", "--strict", "trio_aggregator")
-    python = session.run(
-        "python", "-c", "import sys; print(sys.executable)", silent=True
-    )
+    python = session.run("python", "-c", "import sys; print(sys.executable)", silent=True)
     assert isinstance(python, str)
     session.run("pyright", "--pythonpath", python.strip(), "trio_aggregator")
 
@@ -53,7 +51,9 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the Sphinx docs with warnings as errors (nitpicky)."""
     session.install("-e", ".", *DOCS_DEPS)
-    session.run("sphinx-build", "-W", "--keep-going", "-n", "-b", "html", "docs", "docs/_build/html")
+    session.run(
+        "sphinx-build", "-W", "--keep-going", "-n", "-b", "html", "docs", "docs/_build/html"
+    )
 
 
 @nox.session

@@ -11,11 +11,9 @@ from ._errors import AggregatorError as AggregatorError
 from ._errors import InvalidWriterError as InvalidWriterError
 from ._errors import StillRunningError as StillRunningError
 from ._sender import AggregatorSender as AggregatorSender
+from ._sinks import FileSink as FileSink
+from ._sinks import RotatingFileSink as RotatingFileSink
+from ._sinks import StreamSink as StreamSink
 from ._statistics import AggregatorStatistics as AggregatorStatistics
-
-# Sinks (issue 4): uncommented by the module's author once trio_aggregator/_sinks.py exists.
-# from ._sinks import FileSink as FileSink
-# from ._sinks import RotatingFileSink as RotatingFileSink
-# from ._sinks import StreamSink as StreamSink
 
 __version__ = "0.1.0"

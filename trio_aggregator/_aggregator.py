@@ -289,7 +289,13 @@ class Aggregator(trio.abc.AsyncResource):
             AggregatorClosedError: the aggregator is not running.
             trio.WouldBlock: the buffer is full and ``when_full="raise"``.
         """
-        return await self.submit(data, None)
+        # The same steps as `submit`, repeated here to spare every write a coroutine.
+        await checkpoint_if_cancelled()
+        item = self._accept_check(data, None)
+        if item and not self._offer(item):
+            return await self._no_room(item, None)
+        await cancel_shielded_checkpoint()
+        return len(item)
 
     def write_nowait(self, data: Buffer) -> int:
         """Like `write`, but raise `trio.WouldBlock` instead of waiting for room.
@@ -341,21 +347,14 @@ class Aggregator(trio.abc.AsyncResource):
         return item
 
     async def submit(self, data: object, sender: AggregatorSender | None) -> int:
-        """The body of `write` and `AggregatorSender.send`.
+        """The body of `AggregatorSender.send` (and of `write`, which inlines it).
 
         :meta private:
         """
         await checkpoint_if_cancelled()
         item = self._accept_check(data, sender)
         if item and not self._offer(item):
-            policy = self._when_full
-            if policy == "block":
-                return await self._wait_for_room(item, sender)
-            if not self._when_no_room(item):
-                if policy == "raise":
-                    raise trio.WouldBlock
-                await cancel_shielded_checkpoint()
-                return 0
+            return await self._no_room(item, sender)
         await cancel_shielded_checkpoint()
         return len(item)
 
@@ -365,11 +364,25 @@ class Aggregator(trio.abc.AsyncResource):
         :meta private:
         """
         item = self._accept_check(data, sender)
-        if item and not self._offer(item) and not self._when_no_room(item):
+        if item and not self._offer(item):
+            if self._when_no_room(item):
+                return len(item)
             if self._when_full in ("block", "raise"):
                 raise trio.WouldBlock
             return 0
         return len(item)
+
+    async def _no_room(self, item: bytes, sender: AggregatorSender | None) -> int:
+        """A write found no room: block, drop or raise, as ``when_full`` says."""
+        if self._when_full == "block":
+            return await self._wait_for_room(item, sender)
+        if self._when_no_room(item):
+            await cancel_shielded_checkpoint()
+            return len(item)
+        if self._when_full == "raise":
+            raise trio.WouldBlock
+        await cancel_shielded_checkpoint()
+        return 0
 
     def _offer(self, item: bytes) -> bool:
         """Put *item* in now if it may go: there is room and no blocked write is ahead of it."""
@@ -681,8 +694,10 @@ class Aggregator(trio.abc.AsyncResource):
                 if not await self._retry(payload, exc):
                     self._inflight_items = 0
                     self._drops.add("writer_error", count)
-                    self._settle(carry)
-                    await self._writer_failed(payload, exc)
+                    try:
+                        await self._writer_failed(payload, exc)
+                    finally:
+                        self._settle(carry)  # a flush waits for the dead-letter hook too
                     continue
             self._inflight_items = 0
             self._items_written += count
