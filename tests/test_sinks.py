@@ -1,0 +1,359 @@
+"""The sinks (issue 4): FileSink, RotatingFileSink, StreamSink, alone and behind an aggregator."""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from typing import TYPE_CHECKING
+
+import pytest
+import trio
+import trio.testing
+
+from trio_aggregator import (
+    AggregatorConfig,
+    FileSink,
+    RotatingFileSink,
+    StreamSink,
+    open_aggregator,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from pathlib import Path
+
+
+def read(path: Path | str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
+# ---------------------------------------------------------------------------- FileSink
+
+
+async def test_file_sink_appends_every_kind_of_buffer(tmp_path: Path) -> None:
+    path = tmp_path / "out.log"
+    sink = FileSink(path)
+    await sink.write(b"one\n")
+    await sink.write(bytearray(b"two\n"))
+    await sink.write(memoryview(b"three\n"))
+    await sink.write([b"four\n", b"five\n"])
+    sink.write_blocking(b"six\n")
+    assert sink.bytes_written == sink.size == len(read(path))
+    await sink.aclose()
+    assert read(path) == b"one\ntwo\nthree\nfour\nfive\nsix\n"
+    assert sink.path == str(path)
+
+
+async def test_file_sink_creates_the_file_with_mode_0640(tmp_path: Path) -> None:
+    path = tmp_path / "new.log"
+    umask = os.umask(0)
+    os.umask(umask)
+    with FileSink(path):
+        pass
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640 & ~umask
+    custom = tmp_path / "custom.log"
+    with FileSink(custom, mode=0o600):
+        pass
+    assert stat.S_IMODE(os.stat(custom).st_mode) == 0o600 & ~umask
+
+
+async def test_file_sink_keeps_what_the_file_had(tmp_path: Path) -> None:
+    path = tmp_path / "old.log"
+    path.write_bytes(b"before\n")
+    async with FileSink(path) as sink:
+        assert sink.size == 7
+        assert sink.bytes_written == 0
+        await sink.write(b"after\n")
+        assert sink.size == 13
+    assert read(path) == b"before\nafter\n"
+
+
+async def test_file_sink_writes_everything_despite_short_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = os.write
+
+    def one_byte_at_a_time(fd: int, data: memoryview) -> int:
+        return real_write(fd, data[:1])
+
+    monkeypatch.setattr(os, "write", one_byte_at_a_time)
+    with FileSink(tmp_path / "short.log") as sink:
+        sink.write_blocking(b"hello world\n")
+    assert read(tmp_path / "short.log") == b"hello world\n"
+
+
+async def test_file_sink_fsync_and_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    async with FileSink(tmp_path / "f.log") as sink:
+        await sink.write(b"x\n")
+        await sink.fsync()
+        await sink.sync()
+        sink.fsync_blocking()
+    assert len(synced) == 3
+
+
+async def test_file_sink_close_is_idempotent_and_final(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path / "c.log")
+    assert not sink.closed
+    assert "open" in repr(sink)
+    sink.close()
+    sink.close()
+    await sink.aclose()
+    assert sink.closed
+    assert "closed" in repr(sink)
+    with pytest.raises(trio.ClosedResourceError):
+        await sink.write(b"late\n")
+    with pytest.raises(trio.ClosedResourceError):
+        await sink.fsync()
+
+
+async def test_file_sink_aclose_closes_even_when_cancelled(tmp_path: Path) -> None:
+    sink = FileSink(tmp_path / "cancel.log")
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await sink.aclose()
+    assert sink.closed
+
+
+async def test_file_sink_bad_path_fails_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError):
+        FileSink(tmp_path)
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(NotADirectoryError):
+        FileSink(tmp_path / "file" / "below.log")
+
+
+async def test_file_sink_from_fd_does_not_close_the_fd(tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "fd.log", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        sink = FileSink._from_fd(fd, "<fd>")  # pyright: ignore[reportPrivateUsage]
+        await sink.write(b"via fd\n")
+        await sink.aclose()
+        os.write(fd, b"still open\n")
+    finally:
+        os.close(fd)
+    assert read(tmp_path / "fd.log") == b"via fd\nstill open\n"
+
+
+@pytest.mark.parametrize("writer_thread", [False, True])
+async def test_file_sink_behind_an_aggregator(tmp_path: Path, writer_thread: bool) -> None:
+    path = tmp_path / "agg.log"
+    async with FileSink(path) as sink:
+        config = AggregatorConfig(
+            writer=sink.write_blocking if writer_thread else sink.write,
+            writer_thread=writer_thread,
+            sync_fn=sink.sync,
+            sync_interval=0.001,
+            buffer_size=64,
+            batch_max_items=16,
+        )
+        async with trio.open_nursery() as nursery, open_aggregator(nursery, config) as agg:
+            async with trio.open_nursery() as producers:
+                for task in range(8):
+                    producers.start_soon(write_lines, agg.write, task, 200)
+        statistics = agg.statistics()
+    assert statistics.writer_errors == statistics.callback_errors == 0
+    check_lines(read(path), tasks=8, count=200)
+
+
+async def write_lines(
+    write: Callable[[bytes], Awaitable[object]], task: int, count: int, pause_every: int = 0
+) -> None:
+    for n in range(count):
+        await write(b"task %d line %d\n" % (task, n))
+        if pause_every and n % pause_every == 0:
+            await trio.sleep(0.001)
+
+
+def check_lines(content: bytes, *, tasks: int, count: int) -> None:
+    """Every line whole, each task's lines all there and in order."""
+    seen: dict[int, list[int]] = {task: [] for task in range(tasks)}
+    for line in content.splitlines():
+        _, task, _, n = line.split()
+        seen[int(task)].append(int(n))
+    assert all(numbers == list(range(count)) for numbers in seen.values())
+
+
+# ---------------------------------------------------------------------------- RotatingFileSink
+
+
+@pytest.mark.parametrize(
+    ("max_bytes", "backup_count"), [(0, 1), (10, 0), (-1, 3), (True, 3), (10, 1.5), ("10", 2)]
+)
+async def test_rotating_sink_rejects_bad_settings(
+    tmp_path: Path, max_bytes: object, backup_count: object
+) -> None:
+    with pytest.raises(ValueError, match="must be an int >= 1"):
+        RotatingFileSink(tmp_path / "r.log", max_bytes, backup_count)  # type: ignore[arg-type]
+    assert not (tmp_path / "r.log").exists()
+
+
+async def test_rotating_sink_rotates_only_from_sync(tmp_path: Path) -> None:
+    path = tmp_path / "r.log"
+    async with RotatingFileSink(path, max_bytes=10, backup_count=3) as sink:
+        assert (sink.max_bytes, sink.backup_count, sink.rotations) == (10, 3, 0)
+        await sink.write(b"0123456789abcdef\n")  # past max_bytes, but a write never rotates
+        assert sink.rotations == 0
+        assert sink.size == 17
+        await sink.sync()
+        assert sink.rotations == 1
+        assert sink.size == 0
+        await sink.write(b"small\n")
+        await sink.sync()  # below max_bytes: no rotation
+        assert sink.rotations == 1
+    assert read(path) == b"small\n"
+    assert read(tmp_path / "r.log.1") == b"0123456789abcdef\n"
+    assert sink.backup_path(2) == f"{path}.2"
+
+
+async def test_rotating_sink_keeps_backup_count_files_like_the_stdlib(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    async with RotatingFileSink(path, max_bytes=1, backup_count=3) as sink:
+        for n in range(6):
+            await sink.write(b"generation %d\n" % n)
+            assert await sink.rotate_if_needed()
+        assert not await sink.rotate_if_needed()  # the new file is empty
+    assert sorted(os.listdir(tmp_path)) == ["app.log", "app.log.1", "app.log.2", "app.log.3"]
+    assert read(path) == b""
+    assert read(f"{path}.1") == b"generation 5\n"
+    assert read(f"{path}.2") == b"generation 4\n"
+    assert read(f"{path}.3") == b"generation 3\n"
+
+
+async def test_rotating_sink_forced_rotation_and_existing_file(tmp_path: Path) -> None:
+    path = tmp_path / "f.log"
+    path.write_bytes(b"old content\n")
+    sink = RotatingFileSink(path, max_bytes=1000, backup_count=2)
+    assert sink.size == 12
+    await sink.rotate()
+    sink.rotate_blocking()
+    assert sink.rotations == 2
+    assert not sink.rotate_if_needed_blocking()
+    sink.close()
+    assert read(f"{path}.2") == b"old content\n"
+    assert read(f"{path}.1") == b""
+    with pytest.raises(trio.ClosedResourceError):
+        await sink.rotate_if_needed()
+    with pytest.raises(trio.ClosedResourceError):
+        sink.sync_blocking()
+
+
+async def test_rotating_sink_keeps_writing_when_the_new_file_cannot_be_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "keep.log"
+    sink = RotatingFileSink(path, max_bytes=5, backup_count=2)
+    await sink.write(b"first\n")
+
+    def refuse() -> tuple[int, int]:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(sink, "_open", refuse)
+    with pytest.raises(PermissionError):
+        await sink.sync()
+    await sink.write(b"second\n")  # lands in the old file, now named keep.log.1
+    sink.close()
+    assert read(f"{path}.1") == b"first\nsecond\n"
+    assert not path.exists()
+
+
+async def test_rotating_sink_whose_file_was_removed(tmp_path: Path) -> None:
+    path = tmp_path / "gone.log"
+    async with RotatingFileSink(path, max_bytes=1, backup_count=2) as sink:
+        await sink.write(b"unlinked\n")
+        path.unlink()
+        await sink.sync()
+        await sink.write(b"new file\n")
+    assert read(path) == b"new file\n"
+    assert not os.path.exists(f"{path}.1")
+
+
+async def test_rotation_while_many_tasks_write(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """No line is split between two files, none lost, each task's order kept."""
+    path = tmp_path / "busy.log"
+    async with RotatingFileSink(path, max_bytes=4000, backup_count=100) as sink:
+        config = AggregatorConfig(
+            writer=sink.write,
+            sync_fn=sink.sync,
+            sync_interval=0.002,
+            buffer_size=32,
+            batch_max_items=8,
+            # The mock clock jumps while a write runs in its thread: a finite drain
+            # deadline would be reached at once.
+            drain_timeout=math.inf,
+        )
+        async with trio.open_nursery() as nursery, open_aggregator(nursery, config) as agg:
+            async with trio.open_nursery() as producers:
+                for task in range(10):
+                    producers.start_soon(write_lines, agg.write, task, 300, 10)
+        assert agg.statistics().callback_errors == 0
+        rotations = sink.rotations
+    assert 5 <= rotations < 100
+    files = [f"{path}.{n}" for n in range(rotations, 0, -1)] + [str(path)]
+    contents = [read(name) for name in files]
+    assert all(content == b"" or content.endswith(b"\n") for content in contents)
+    check_lines(b"".join(contents), tasks=10, count=300)
+
+
+# ---------------------------------------------------------------------------- StreamSink
+
+
+async def test_stream_sink_sends_everything_and_closes() -> None:
+    send, receive = trio.testing.memory_stream_pair()
+    async with StreamSink(send) as sink:
+        assert sink.stream is send
+        assert "StreamSink" in repr(sink)
+        await sink.write(b"one\n")
+        await sink.write([b"two\n", b"three\n"])
+        await sink.write(memoryview(b"four\n"))
+        assert sink.bytes_written == 19
+    received = b""
+    while chunk := await receive.receive_some():
+        received += chunk
+    assert received == b"one\ntwo\nthree\nfour\n"
+
+
+async def test_stream_sink_behind_an_aggregator_over_a_socket() -> None:
+    left, right = trio.socket.socketpair()
+    sink = StreamSink(trio.SocketStream(left))
+    reader = trio.SocketStream(right)
+    received = bytearray()
+
+    async def read_all() -> None:
+        while chunk := await reader.receive_some():
+            received.extend(chunk)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_all)
+        config = AggregatorConfig(writer=sink.write, buffer_size=16, batch_max_items=4)
+        async with trio.open_nursery() as inner, open_aggregator(inner, config) as agg:
+            async with trio.open_nursery() as producers:
+                for task in range(5):
+                    producers.start_soon(write_lines, agg.write, task, 100)
+        await sink.aclose()
+    await reader.aclose()
+    check_lines(bytes(received), tasks=5, count=100)
+
+
+async def test_stream_sink_broken_stream_is_a_writer_error() -> None:
+    send, receive = trio.testing.memory_stream_pair()
+    await receive.aclose()
+    sink = StreamSink(send)
+    config = AggregatorConfig(writer=sink.write)
+    async with trio.open_nursery() as nursery, open_aggregator(nursery, config) as agg:
+        await agg.write(b"lost\n")
+        await agg.flush()
+    assert agg.statistics().writer_errors == 1
+    assert isinstance(agg.last_error, trio.BrokenResourceError)
+    assert sink.bytes_written == 0

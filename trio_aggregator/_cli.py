@@ -1,0 +1,372 @@
+"""The ``trio-aggregator`` command: ``serve`` (a line collector) and ``demo``.
+
+`main` is the console entry point; it returns the exit code: 0 on success, 1 when the
+server could not start or lost data (or the demo's check failed), 2 for bad arguments,
+130 when interrupted before a server was up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+from typing import TYPE_CHECKING, NoReturn
+
+import trio
+
+from ._demo import DemoOptions, run_demo
+from ._serve import (
+    DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_OUTPUT,
+    DEFAULT_TCP,
+    ServeError,
+    ServeOptions,
+    parse_tcp_address,
+    run_server,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["build_parser", "main", "parse_size"]
+
+PROG = "trio-aggregator"
+
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2}
+_SIZE_UNITS.update({"MB": 1024**2, "MIB": 1024**2, "G": 1024**3, "GB": 1024**3, "GIB": 1024**3})
+
+SERVE_EXAMPLES = f"""\
+examples:
+  {PROG} serve
+      listen on {DEFAULT_TCP}, append every line to ./{DEFAULT_OUTPUT}
+  {PROG} serve --tcp 127.0.0.1:0 --unix /tmp/logs.sock -o app.log
+      a free TCP port (printed as "listening on HOST:PORT") and a Unix socket
+  {PROG} serve -o app.log --rotate-bytes 100M --backups 7
+      rotate app.log -> app.log.1 ... app.log.7 at 100 MiB
+  {PROG} serve -o - --quiet | grep ERROR
+      lines to standard output, no status line
+  echo hello | nc -N 127.0.0.1 5140
+      send one line (OpenBSD netcat; -q0 with traditional netcat)
+
+Every complete line a client sends is written whole (never interleaved with another
+client's), and each connection's lines keep their order. A line longer than
+--max-line-bytes is truncated to that length (the rest of it is discarded and counted);
+a last line without a newline is kept when the client disconnects. SIGINT or SIGTERM:
+stop accepting, let clients finish (up to --shutdown-timeout), write everything, fsync,
+print a summary, exit 0 (1 if data was lost). A second signal closes connections at once.
+"""
+
+DEMO_EXAMPLES = f"""\
+examples:
+  {PROG} demo
+      50 clients x 2,000 lines into a temporary file, then verify it
+  {PROG} demo --clients 200 --lines 500 --output /tmp/demo.log
+      more clients, and keep the file
+
+Exit status 0 only if every line is in the file exactly once, none interleaved, in each
+connection's order.
+"""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """An `argparse.ArgumentParser` whose errors raise instead of exiting the process."""
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        if message:
+            self._print_message(message, sys.stderr)
+        raise _ExitError(status)
+
+
+class _ExitError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def parse_size(text: str) -> int:
+    """A byte count: ``65536``, ``64K``, ``10M``, ``1G`` (binary units, case ignored).
+
+    Raises:
+        ValueError: Not a positive size.
+    """
+    stripped = text.strip().upper()
+    number = stripped.rstrip("KMGIB")
+    unit = stripped[len(number) :]
+    if not number.isdigit() or unit not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {text!r} (examples: 65536, 64K, 10M, 1G)")
+    size = int(number) * _SIZE_UNITS[unit]
+    if size < 1:
+        raise ValueError(f"a size must be at least 1 byte, not {text!r}")
+    return size
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _tcp(text: str) -> tuple[str, int]:
+    try:
+        return parse_tcp_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count(minimum: int) -> functools.partial[int]:
+    return functools.partial(_int_at_least, minimum)
+
+
+def _int_at_least(minimum: int, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"seconds must be finite and >= 0, not {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``trio-aggregator`` command."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = _ArgumentParser(
+        prog=PROG,
+        description="Collect newline-delimited records from many sockets into one file,"
+        " each line whole and in order (trio-aggregator).",
+        epilog=f"run '{PROG} COMMAND --help' for a command's options and examples",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="collect lines from TCP/Unix socket clients into one file",
+        description="Listen on TCP and/or Unix sockets; write every line each client sends,"
+        " whole, into one output.",
+        epilog=SERVE_EXAMPLES,
+        formatter_class=formatter,
+    )
+    serve.set_defaults(command_parser=serve)
+    where = serve.add_argument_group("where to listen and write")
+    where.add_argument(
+        "--tcp",
+        metavar="HOST:PORT",
+        action="append",
+        type=_tcp,
+        help=f"listen on this TCP address (repeatable; port 0: a free port; default {DEFAULT_TCP}"
+        " unless --unix is given)",
+    )
+    where.add_argument(
+        "--unix", metavar="PATH", action="append", help="listen on this Unix socket (repeatable)"
+    )
+    where.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        default=DEFAULT_OUTPUT,
+        help=f"file to append to, '-' for standard output (default ./{DEFAULT_OUTPUT})",
+    )
+    where.add_argument(
+        "--rotate-bytes",
+        metavar="SIZE",
+        type=_size,
+        help="rotate the output when it reaches SIZE (e.g. 100M), as FILE.1, FILE.2, ...",
+    )
+    where.add_argument(
+        "--backups",
+        metavar="N",
+        type=_count(1),
+        default=5,
+        help="rotated files to keep (default 5)",
+    )
+    tuning = serve.add_argument_group("limits and tuning")
+    tuning.add_argument(
+        "--buffer",
+        metavar="N",
+        type=_count(1),
+        default=256,
+        help="aggregator buffer, in writes (each: the complete lines of one read; default 256)",
+    )
+    tuning.add_argument(
+        "--fsync-interval",
+        metavar="SECONDS",
+        type=_seconds,
+        default=1.0,
+        help="fsync the output this often; 0: only at exit (default 1)",
+    )
+    tuning.add_argument(
+        "--max-line-bytes",
+        metavar="SIZE",
+        type=_size,
+        default=DEFAULT_MAX_LINE_BYTES,
+        help="truncate longer lines to SIZE bytes, discarding the rest (default 64K)",
+    )
+    tuning.add_argument(
+        "--max-connections",
+        metavar="N",
+        type=_count(0),
+        default=1024,
+        help="connections served at once, more wait to be accepted; 0: no limit (default 1024)",
+    )
+    tuning.add_argument(
+        "--idle-timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=0.0,
+        help="close connections silent this long; 0: never (default)",
+    )
+    tuning.add_argument(
+        "--shutdown-timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=5.0,
+        help="on SIGINT/SIGTERM, the most time clients get to finish sending (default 5)",
+    )
+    tuning.add_argument(
+        "--drain-timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=30.0,
+        help="on shutdown, the most time to write what is buffered (default 30)",
+    )
+    display = serve.add_argument_group("display")
+    display.add_argument(
+        "--status-interval",
+        metavar="SECONDS",
+        type=_seconds,
+        help="seconds between status lines (default 1 on a terminal, 10 otherwise)",
+    )
+    display.add_argument(
+        "-q", "--quiet", action="store_true", help="no status line on standard error"
+    )
+
+    demo = commands.add_parser(
+        "demo",
+        help="run a server and many clients, then verify the file",
+        description="Start the server on a free loopback port, run many clients at once,"
+        " shut down gracefully, then check every line of the file.",
+        epilog=DEMO_EXAMPLES,
+        formatter_class=formatter,
+    )
+    demo.add_argument(
+        "--clients", metavar="N", type=_count(1), default=50, help="connections (default 50)"
+    )
+    demo.add_argument(
+        "--lines",
+        metavar="N",
+        type=_count(1),
+        default=2000,
+        help="lines per connection (default 2000)",
+    )
+    demo.add_argument(
+        "-o",
+        "--output",
+        metavar="PATH",
+        help="write here (must not exist or be empty) instead of a temporary directory",
+    )
+    demo.add_argument("--keep", action="store_true", help="keep the temporary file")
+    demo.add_argument("--seed", type=int, default=0, help="seed of line lengths and chunking")
+    demo.add_argument(
+        "--buffer", metavar="N", type=_count(1), default=256, help="server buffer (default 256)"
+    )
+    demo.add_argument("-q", "--quiet", action="store_true", help="no status line")
+    return parser
+
+
+def _serve_options(args: argparse.Namespace) -> ServeOptions:
+    tcp: list[tuple[str, int]] = args.tcp or []
+    unix: list[str] = args.unix or []
+    if not tcp and not unix:
+        tcp = [parse_tcp_address(DEFAULT_TCP)]
+    return ServeOptions(
+        tcp=tuple(tcp),
+        unix=tuple(unix),
+        output=args.output,
+        rotate_bytes=args.rotate_bytes,
+        backups=args.backups,
+        buffer=args.buffer,
+        fsync_interval=args.fsync_interval,
+        max_line_bytes=args.max_line_bytes,
+        max_connections=args.max_connections or None,
+        idle_timeout=args.idle_timeout or None,
+        shutdown_timeout=args.shutdown_timeout,
+        drain_timeout=args.drain_timeout,
+        quiet=args.quiet,
+        status_interval=args.status_interval or None,
+    )
+
+
+class _NoTraceback(logging.Formatter):
+    """Error records in one line: the message, without the traceback."""
+
+    def formatException(self, ei: object) -> str:
+        return ""
+
+
+def _log_handler() -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_NoTraceback(f"{PROG}: %(levelname)s: %(message)s"))
+    return handler
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``trio-aggregator`` command with *argv* (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status (see the module docs).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "serve":
+            try:
+                options: ServeOptions | DemoOptions = _serve_options(args)
+            except ValueError as exc:
+                serve_parser = args.command_parser
+                assert isinstance(serve_parser, argparse.ArgumentParser)
+                serve_parser.error(str(exc))
+        else:
+            options = DemoOptions(
+                clients=args.clients,
+                lines=args.lines,
+                output=args.output,
+                keep=args.keep,
+                seed=args.seed,
+                buffer=args.buffer,
+                quiet=args.quiet,
+            )
+    except _ExitError as exc:
+        return exc.status
+
+    logger = logging.getLogger("trio_aggregator")
+    handler = _log_handler()
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        if isinstance(options, ServeOptions):
+            return trio.run(functools.partial(run_server, options, handle_signals=True))
+        return trio.run(run_demo, options)
+    except ServeError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
