@@ -1,0 +1,234 @@
+"""Sphinx configuration for trio-aggregator (built with ``-W -n``: every warning is an error)."""
+
+from __future__ import annotations
+import __future__
+
+import inspect
+import os
+import re
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sphinx.application import Sphinx
+    from sphinx.environment import BuildEnvironment
+
+# Build from a checkout even when the package is not installed (nox installs it anyway).
+sys.path.insert(0, os.path.abspath(".."))
+
+import attrs
+
+import trio_aggregator
+
+# -- Project -----------------------------------------------------------------
+
+project = "trio-aggregator"
+author = "trio-aggregator developers"
+copyright = "trio-aggregator developers"
+version = release = trio_aggregator.__version__
+
+# -- General -----------------------------------------------------------------
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinxcontrib_trio",
+]
+
+# No intersphinx: remote inventories cannot be fetched here, and -W would fail on that.
+# References to trio, attrs, the standard library's modules and typing helpers are
+# therefore left unresolved on purpose and silenced in ``nitpick_ignore_regex`` below.
+
+master_doc = "index"
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+default_role = "obj"
+nitpicky = True
+pygments_style = "default"
+pygments_dark_style = "monokai"
+
+# -- autodoc / napoleon --------------------------------------------------------
+
+# "signature" keeps the hints in the signature; with "description" sphinxcontrib-trio
+# loses them.
+autodoc_typehints = "signature"
+autodoc_member_order = "bysource"
+autodoc_preserve_defaults = True
+autodoc_inherit_docstrings = False
+
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_include_init_with_doc = False
+napoleon_use_rtype = False
+napoleon_attr_annotations = True
+
+# -- nitpicky: targets that cannot resolve without intersphinx -----------------
+
+nitpick_ignore_regex = [
+    # Trio itself (trio.Nursery, trio.abc.SendChannel, trio.WouldBlock, ...).
+    (r"py:.*", r"trio(\..*)?"),
+    # attrs (attrs.frozen, attrs.Attribute, ...).
+    (r"py:.*", r"attrs?(\..*)?"),
+    # Standard library modules that are not builtins.
+    (r"py:.*", r"collections\.abc\..*"),
+    (r"py:.*", r"(typing|typing_extensions|types|contextlib|abc)(\..*)?"),
+    (
+        r"py:.*",
+        r"(math|logging|os|io|pathlib|queue|asyncio|signal|socket|time|functools|"
+        r"contextvars|threading|subprocess|sys)(\..*)?",
+    ),
+    # Names that annotations use but that only exist under TYPE_CHECKING, or come from
+    # the bare ``collections.abc``/``typing`` import of a module.
+    (
+        r"py:.*",
+        r"(Buffer|ReadableBuffer|Callable|Awaitable|AsyncIterator|AsyncGenerator|Iterator|"
+        r"Sequence|Mapping|Iterable|Coroutine|Any|Literal|Self|TypeAlias|StrPath|PathLike)",
+    ),
+    # Literal values shown in signatures (``Literal['block', ...]``).
+    (r"py:.*", r"'.*'"),
+    # Module-private aliases that appear in annotations (``WhenFull``, ``OnWriterError``).
+    (r"py:.*", r"(trio_aggregator\.)?(_[a-z_]+\.)?(WhenFull|OnWriterError|Writer|Callback)"),
+]
+
+# -- HTML ----------------------------------------------------------------------
+
+html_theme = "furo"
+html_title = f"trio-aggregator {release}"
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+html_show_sourcelink = False
+
+
+# -- Every public name must be documented ---------------------------------------
+
+
+def _public_names() -> list[str]:
+    """The names a user can import from ``trio_aggregator`` (modules and dunders aside)."""
+    if hasattr(trio_aggregator, "__all__"):
+        return sorted(trio_aggregator.__all__)
+    return sorted(
+        name
+        for name, value in vars(trio_aggregator).items()
+        if not name.startswith("_")
+        and not inspect.ismodule(value)
+        # ``from __future__ import annotations`` leaves a public-looking ``annotations``.
+        and name not in __future__.all_feature_names
+    )
+
+
+# Methods with public names that are plumbing between the package's own classes, not
+# API: users never call them, so the reference leaves them out on purpose.
+_INTERNAL_MEMBERS = frozenset(
+    {
+        "Aggregator.new_sender",
+        "Aggregator.sender_closed",
+        "Aggregator.submit",
+        "Aggregator.submit_nowait",
+    }
+)
+
+
+def _public_members(cls: type) -> set[str]:
+    """The methods, properties and attrs fields a class defines itself with public names."""
+    names = {
+        name
+        for name, value in vars(cls).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(value) or isinstance(value, (property, classmethod, staticmethod)))
+    }
+    if attrs.has(cls):
+        names.update(field.name for field in attrs.fields(cls) if not field.name.startswith("_"))
+    return {name for name in names if f"{cls.__name__}.{name}" not in _INTERNAL_MEMBERS}
+
+
+def _check_public_api_documented(app: Sphinx, env: BuildEnvironment) -> None:
+    """Warn (an error under ``-W``) for each public name or member that no page documents."""
+    from sphinx.util import logging as sphinx_logging
+
+    log = sphinx_logging.getLogger("trio_aggregator.docs")
+    documented = set(env.get_domain("py").objects)
+    missing: list[str] = []
+    for name in _public_names():
+        if f"trio_aggregator.{name}" not in documented:
+            missing.append(name)
+            continue
+        value = getattr(trio_aggregator, name)
+        if inspect.isclass(value) and not issubclass(value, BaseException):
+            missing.extend(
+                f"{name}.{member}"
+                for member in sorted(_public_members(value))
+                if f"trio_aggregator.{name}.{member}" not in documented
+            )
+    for name in missing:
+        log.warning(
+            "trio_aggregator.%s is public but not documented: add it to docs/api.rst",
+            name,
+            type="trio_aggregator",
+            subtype="undocumented",
+        )
+
+
+# -- napoleon: Google sections in functions and classes, not in attribute docstrings --
+#
+# The package documents attributes, attrs fields and properties with one-line prose
+# docstrings ("Capacity of the memory channel, in items: 0 is a rendezvous, ...").
+# Napoleon reads such a docstring as Google's inline ``type: description`` form and
+# turns the words before the first colon into a bogus type reference. Types come from
+# the annotations anyway, so napoleon is not run on those docstrings.
+
+_NOT_NAPOLEON = frozenset({"attribute", "data", "property"})
+
+
+def _napoleon_except_attributes(
+    app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    from sphinx.ext.napoleon import _process_docstring
+
+    if what not in _NOT_NAPOLEON:
+        _process_docstring(app, what, name, obj, options, lines)
+
+
+def _route_napoleon(app: Sphinx) -> None:
+    from sphinx.ext.napoleon import _process_docstring
+
+    for listener in list(app.events.listeners["autodoc-process-docstring"]):
+        if listener.handler is _process_docstring:
+            app.disconnect(listener.id)
+            app.connect(
+                "autodoc-process-docstring", _napoleon_except_attributes, priority=listener.priority
+            )
+
+
+# -- Signatures ------------------------------------------------------------------
+
+_ATTRS_DEFAULT = re.compile(r"attr_dict\['(\w+)'\]\.default")
+
+
+def _tidy_signature(
+    app: Sphinx,
+    what: str,
+    name: str,
+    obj: Any,
+    options: Any,
+    signature: str | None,
+    return_annotation: str | None,
+) -> tuple[str | None, str | None] | None:
+    """Show real defaults for attrs classes, and no return type on ``async with`` helpers.
+
+    ``autodoc_preserve_defaults`` reads defaults from the source, which for an
+    attrs-generated ``__init__`` is ``attr_dict['name'].default``: put the value back.
+    An `asynccontextmanager` function is rendered ``async with f(...) as x`` by
+    sphinxcontrib-trio, where ``-> AsyncGenerator[...]`` would only mislead.
+    """
+    if signature and attrs.has(obj):
+        fields = attrs.fields_dict(obj)
+        signature = _ATTRS_DEFAULT.sub(lambda m: repr(fields[m[1]].default), signature)
+        return signature, return_annotation
+    if what == "function" and inspect.isasyncgenfunction(getattr(obj, "__wrapped__", None)):
+        return signature, None
+    return None
+
+
+def setup(app: Sphinx) -> None:
+    _route_napoleon(app)
+    app.connect("autodoc-process-signature", _tidy_signature)
+    app.connect("env-check-consistency", _check_public_api_documented)
