@@ -92,10 +92,12 @@ class _Flush:
 
 
 class Aggregator(trio.abc.AsyncResource):
-    """Serialises writes from many tasks into one writer; see the module docs for how.
+    """Serialises writes from many tasks into one writer.
 
-    Create it from an `AggregatorConfig`, then `start` it in a nursery, or use
-    `open_aggregator`. It can be stopped and started again; `aclose` is final.
+    Writes go into a `trio.open_memory_channel` of ``buffer_size`` items; one receiver
+    task hands them, in order, to the writer, one call at a time. Create it from an
+    `AggregatorConfig`, then `start` it in a nursery, or use `open_aggregator`. It can be
+    stopped and started again; `aclose` is final.
     """
 
     def __init__(self, config: AggregatorConfig) -> None:
@@ -117,7 +119,7 @@ class Aggregator(trio.abc.AsyncResource):
         self._running = False
         self._accepting = False
         self._stopping = False
-        self.run_number = 0
+        self._run_number = 0
         self._last_nursery: trio.Nursery | None = None
         self._send: trio.MemorySendChannel[bytes] | None = None
         self._recv: trio.MemoryReceiveChannel[bytes] | None = None
@@ -243,7 +245,7 @@ class Aggregator(trio.abc.AsyncResource):
 
     def _reset_run(self, send: trio.MemorySendChannel[bytes]) -> None:
         self._send = send
-        self.run_number += 1
+        self._run_number += 1
         self._stop_requested = trio.Event()
         self._stopped = trio.Event()
         self._running = self._accepting = True
@@ -321,14 +323,14 @@ class Aggregator(trio.abc.AsyncResource):
         """
         assert self._send is not None
         self._open_senders += 1
-        return AggregatorSender(self, self._send.clone(), self.run_number)
+        return AggregatorSender(self, self._send.clone(), self._run_number)
 
     def sender_closed(self, sender: AggregatorSender) -> None:
         """Account for a closed sender and fail the writes blocked in it.
 
         :meta private:
         """
-        if sender._run == self.run_number and self._running:  # pyright: ignore[reportPrivateUsage]
+        if sender._run == self._run_number and self._running:  # pyright: ignore[reportPrivateUsage]
             self._open_senders -= 1
         self._reject_waiters(
             lambda w: w.sender is sender, trio.ClosedResourceError("this sender was closed")

@@ -35,7 +35,10 @@ class AggregatorSender(trio.abc.SendChannel[bytes]):
     def _check_open(self) -> None:
         if self._closed:
             raise trio.ClosedResourceError("this sender was closed")
-        if self._run != self._aggregator.run_number or not self._aggregator.is_running:
+        if (
+            self._run != self._aggregator._run_number  # pyright: ignore[reportPrivateUsage]
+            or not self._aggregator.is_running
+        ):
             raise AggregatorClosedError("the aggregator this sender belongs to has stopped")
 
     async def send(self, value: Buffer) -> None:
