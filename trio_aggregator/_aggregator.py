@@ -204,6 +204,7 @@ class Aggregator(trio.abc.AsyncResource):
         if not self._running:
             await trio.lowlevel.checkpoint()
             return
+        self._begin_stop()  # here rather than in `_run`: the receiver starts draining now
         self._stop_requested.set()
         await self._stopped.wait()
 
@@ -257,6 +258,8 @@ class Aggregator(trio.abc.AsyncResource):
 
     def _begin_stop(self) -> None:
         """Close the gate, end the timers and give the receiver ``drain_timeout`` to finish."""
+        if self._stopping:
+            return
         self._accepting = False
         self._stopping = True
         self._reject_waiters(lambda w: True, AggregatorClosedError("the aggregator stopped"))
