@@ -21,7 +21,7 @@ import outcome
 import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
-from ._config import AggregatorConfig, is_async_callable
+from ._config import AggregatorConfig
 from ._drops import DropCounter
 from ._error_log import ErrorLog
 from ._errors import AggregatorClosedError, StillRunningError
@@ -104,10 +104,8 @@ class Aggregator(trio.abc.AsyncResource):
         if not isinstance(config, AggregatorConfig):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError(f"config must be an AggregatorConfig, not {type(config).__name__}")
         self._config = config
-        self._writer_is_async = is_async_callable(config.writer)
+        self._writer_is_async = config.writer_is_async
         self._writer_is_plain = not (self._writer_is_async or config.writer_thread)
-        self._sync_is_async = is_async_callable(config.sync_fn)
-        self._async_is_async = is_async_callable(config.async_fn)
         self._capacity = config.buffer_size
         self._max_bytes = config.buffer_max_bytes
         self._max_item = config.max_item_bytes
@@ -115,7 +113,6 @@ class Aggregator(trio.abc.AsyncResource):
         self._errors = ErrorLog(config.max_errors)
         self._drops = DropCounter()
         self._closed = False
-        self._starting = False
         self._running = False
         self._accepting = False
         self._stopping = False
@@ -123,9 +120,9 @@ class Aggregator(trio.abc.AsyncResource):
         self._last_nursery: trio.Nursery | None = None
         self._send: trio.MemorySendChannel[bytes] | None = None
         self._recv: trio.MemoryReceiveChannel[bytes] | None = None
-        self._stop_requested = trio.Event()
         self._stopped = trio.Event()
         self._stopped.set()
+        self._timers_done = trio.Event()
         self._receiver_scope = trio.CancelScope()
         self._timers_scope = trio.CancelScope()
         self._park_scope: trio.CancelScope | None = None
@@ -186,14 +183,18 @@ class Aggregator(trio.abc.AsyncResource):
         """
         if self._closed:
             raise AggregatorClosedError("the aggregator was closed for good (aclose)")
-        if self._running or self._starting:
+        if self._running:
             raise StillRunningError("the aggregator is already running")
-        self._starting = True
-        try:
-            await nursery.start(self._run)
-        finally:
-            self._starting = False
+        send, recv = trio.open_memory_channel[bytes](self._capacity)
+        self._reset_run(send, recv)
+        receiver_scope = self._receiver_scope = trio.CancelScope(shield=True)
+        nursery.start_soon(self._receive, send, recv, receiver_scope)
+        nursery.start_soon(self._listen, self._stopped, self._run_number)
+        if not self._timers_done.is_set():
+            nursery.start_soon(self._run_timers)
         self._last_nursery = nursery
+        # Running from here on: writes are buffered until the receiver first runs.
+        await trio.lowlevel.checkpoint()
 
     async def stop(self) -> None:
         """Stop intake, deliver everything accepted, end the timers, then return.
@@ -204,8 +205,7 @@ class Aggregator(trio.abc.AsyncResource):
         if not self._running:
             await trio.lowlevel.checkpoint()
             return
-        self._begin_stop()  # here rather than in `_run`: the receiver starts draining now
-        self._stop_requested.set()
+        self._begin_stop()
         await self._stopped.wait()
 
     async def restart(self, nursery: trio.Nursery | None = None) -> None:
@@ -225,30 +225,30 @@ class Aggregator(trio.abc.AsyncResource):
         """Return once the aggregator is not running (at once if it is not)."""
         await self._stopped.wait()
 
-    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        send, recv = trio.open_memory_channel[bytes](self._capacity)
-        self._reset_run(send)
-        self._recv = recv
-        receiver_scope = self._receiver_scope = trio.CancelScope(shield=True)
-        self._timers_scope = trio.CancelScope()
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._receive, recv, receiver_scope)
-                if self._config.sync_enabled or self._config.async_enabled:
-                    nursery.start_soon(self._run_timers)
-                task_status.started()
-                try:
-                    await self._stop_requested.wait()
-                finally:
-                    self._begin_stop()
-        finally:
-            self._end_run(send, recv)
+    async def _listen(self, stopped: trio.Event, run_number: int) -> None:
+        """Wait for the end of the run, only to hear of a cancelled nursery.
 
-    def _reset_run(self, send: trio.MemorySendChannel[bytes]) -> None:
+        The receiver is shielded, so that it can still drain the buffer when the nursery
+        is cancelled; this task tells it to.
+        """
+        try:
+            await stopped.wait()
+        finally:
+            if self._run_number == run_number:  # not a later run, after a restart
+                self._begin_stop()
+
+    def _reset_run(
+        self, send: trio.MemorySendChannel[bytes], recv: trio.MemoryReceiveChannel[bytes]
+    ) -> None:
         self._send = send
+        self._recv = recv
         self._run_number += 1
-        self._stop_requested = trio.Event()
         self._stopped = trio.Event()
+        self._timers_done = trio.Event()
+        if self._config.sync_enabled or self._config.async_enabled:
+            self._timers_scope = trio.CancelScope()
+        else:
+            self._timers_done.set()
         self._running = self._accepting = True
         self._stopping = False
         self._started_at = trio.current_time()
@@ -271,7 +271,6 @@ class Aggregator(trio.abc.AsyncResource):
         self, send: trio.MemorySendChannel[bytes], recv: trio.MemoryReceiveChannel[bytes]
     ) -> None:
         self._accepting = False
-        self._abandon(recv, "drain_timeout")  # nothing left unless the receiver died
         send.close()
         recv.close()
         self._send = None
@@ -547,17 +546,26 @@ class Aggregator(trio.abc.AsyncResource):
             self._send.send_nowait(_WAKE)  # handed straight to the receiver: never buffered
 
     async def _receive(
-        self, recv: trio.MemoryReceiveChannel[bytes], scope: trio.CancelScope
+        self,
+        send: trio.MemorySendChannel[bytes],
+        recv: trio.MemoryReceiveChannel[bytes],
+        scope: trio.CancelScope,
     ) -> None:
+        """The receiver task: consume until stopped and drained, then end the run."""
         clean = False
         try:
             with scope:
                 await self._consume(recv)
                 clean = True
         finally:
+            self._begin_stop()  # if the receiver died: close the gate, end the timers
             if not clean:
                 reason = "drain_timeout" if scope.cancelled_caught else "writer_error"
                 self._abandon(recv, reason)
+            if not self._timers_done.is_set():
+                with trio.CancelScope(shield=True):
+                    await self._timers_done.wait()
+            self._end_run(send, recv)
 
     def _abandon(self, recv: trio.MemoryReceiveChannel[bytes], reason: str) -> None:
         """Count what the receiver will never deliver: held, in flight, and still buffered."""
@@ -586,7 +594,12 @@ class Aggregator(trio.abc.AsyncResource):
         item = self._recv.receive_nowait()
         self._nb_buf -= 1
         self._size_buf -= len(item)
-        self._taken_total += 1
+        seq = self._taken_total = self._taken_total + 1
+        for index, (sampled, _) in enumerate(self._samples):  # it never reaches the writer
+            if sampled >= seq:
+                if sampled == seq:
+                    del self._samples[index]
+                break
         self._drops.add("oldest")
         self._check_flushes()
 
@@ -815,7 +828,7 @@ class Aggregator(trio.abc.AsyncResource):
         assert fn is not None
         self._sync_runs += 1
         try:
-            await call_maybe_async(fn, self._sync_is_async)
+            await call_maybe_async(fn, self._config.sync_fn_is_async)
         except Exception as exc:
             self._callback_errors += 1
             self._errors.record(exc, "sync_fn")
@@ -826,6 +839,12 @@ class Aggregator(trio.abc.AsyncResource):
 
     async def _run_timers(self) -> None:
         config = self._config
+        try:
+            await self._tick_until_stopped(config)
+        finally:
+            self._timers_done.set()
+
+    async def _tick_until_stopped(self, config: AggregatorConfig) -> None:
         with self._timers_scope:
             async with trio.open_nursery() as nursery:
                 if config.sync_enabled:
@@ -849,7 +868,7 @@ class Aggregator(trio.abc.AsyncResource):
         fn = self._config.async_fn
         assert fn is not None
         try:
-            await call_maybe_async(fn, self._async_is_async)
+            await call_maybe_async(fn, self._config.async_fn_is_async)
         except Exception as exc:
             self._callback_errors += 1
             self._errors.record(exc, "async_fn")

@@ -180,11 +180,24 @@ class AggregatorConfig:
     writer_retry_backoff: float = attrs.field(default=0.1, validator=_non_negative)
     """Seconds before the first retry; doubled after each, capped at 10 s."""
 
+    writer_is_async: bool = attrs.field(init=False, repr=False, eq=False)
+    """Whether ``writer`` is an ``async def`` (worked out once, here)."""
+
+    sync_fn_is_async: bool = attrs.field(init=False, repr=False, eq=False)
+    """Whether ``sync_fn`` is an ``async def``."""
+
+    async_fn_is_async: bool = attrs.field(init=False, repr=False, eq=False)
+    """Whether ``async_fn`` is an ``async def``."""
+
     def __attrs_post_init__(self) -> None:
         if self.when_full == "drop_oldest" and self.buffer_size < 1:
             raise ValueError("when_full='drop_oldest' needs buffer_size >= 1")
-        if self.writer_thread and is_async_callable(self.writer):
+        writer_is_async = is_async_callable(self.writer)
+        if self.writer_thread and writer_is_async:
             raise ValueError("writer_thread=True needs a sync writer, not an async one")
+        object.__setattr__(self, "writer_is_async", writer_is_async)
+        object.__setattr__(self, "sync_fn_is_async", is_async_callable(self.sync_fn))
+        object.__setattr__(self, "async_fn_is_async", is_async_callable(self.async_fn))
 
     @property
     def async_limit(self) -> float:
