@@ -23,6 +23,20 @@ from .conftest import Recorder
 def test_config_type_is_checked() -> None:
     with pytest.raises(TypeError, match="AggregatorConfig"):
         Aggregator({"writer": print})  # type: ignore[arg-type]
+    config = AggregatorConfig(writer=print)
+    assert Aggregator(config).config is config
+
+
+async def test_bytes_subclass_is_copied_to_bytes() -> None:
+    class Tagged(bytes):
+        pass
+
+    out: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        async with open_aggregator(nursery, AggregatorConfig(writer=out.append)) as agg:
+            await agg.write(Tagged(b"x"))
+    assert out == [b"x"]
+    assert type(out[0]) is bytes
 
 
 async def test_write_reaches_writer_in_order() -> None:
@@ -588,6 +602,21 @@ async def test_sync_callback_when_idle_and_async_sync_fn(
         async with open_aggregator(nursery, config):
             await trio.sleep(3.5)
     assert ticks == [1.0, 2.0, 3.0]
+
+
+async def test_sync_style_callback_returning_awaitable(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ran: list[float] = []
+
+    async def tick() -> None:
+        ran.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        config = AggregatorConfig(writer=print, sync_interval=1.0, sync_fn=lambda: tick())
+        async with open_aggregator(nursery, config):
+            await trio.sleep(2.5)
+    assert ran == [1.0, 2.0]
 
 
 async def test_callback_errors_recorded(autojump_clock: trio.testing.MockClock) -> None:

@@ -47,8 +47,6 @@ _WAKE = b""
 
 def _as_bytes(data: object) -> bytes:
     """The bytes of a write, copied where the caller could change them later."""
-    if type(data) is bytes:
-        return data
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data)  # pyright: ignore[reportUnknownArgumentType]
     raise TypeError(f"write() takes bytes, bytearray or memoryview, not {type(data).__name__}")
@@ -699,6 +697,8 @@ class Aggregator(trio.abc.AsyncResource):
                     payload = b"".join(batch)
             elif self._nb_held:  # a carried item, going alone
                 self._nb_held = self._size_held = 0
+            if self._samples:
+                self._sample_handover(carry)
             self._inflight_items = count
             self._writer_calls += 1
             try:
@@ -720,7 +720,7 @@ class Aggregator(trio.abc.AsyncResource):
             self._inflight_items = 0
             self._items_written += count
             self._bytes_written += nbytes
-            if carry is None and not self._samples and not self._flushes:
+            if carry is None and not self._flushes:
                 self._inflight_start = 0
             else:
                 self._settle(carry)
@@ -776,13 +776,14 @@ class Aggregator(trio.abc.AsyncResource):
 
     async def _retry(self, payload: bytes | list[bytes], exc: Exception) -> bool:
         """Record a failed writer call, then retry it with backoff; True once one succeeds."""
-        config = self._config
-        backoff = config.writer_retry_backoff
-        for attempt in range(config.writer_retries + 1):
+        retries = self._config.writer_retries
+        backoff = self._config.writer_retry_backoff
+        while True:
             self._writer_errors += 1
             self._errors.record(exc, "writer")
-            if attempt == config.writer_retries:
-                break
+            if not retries:
+                return False
+            retries -= 1
             await trio.sleep(backoff)
             backoff = min(backoff * 2, _MAX_BACKOFF)
             self._writer_calls += 1
@@ -792,7 +793,6 @@ class Aggregator(trio.abc.AsyncResource):
                 exc = again
             else:
                 return True
-        return False
 
     async def _writer_failed(self, payload: bytes | list[bytes], exc: Exception) -> None:
         """Apply ``on_writer_error`` to a batch whose writer call failed for good."""
@@ -809,16 +809,18 @@ class Aggregator(trio.abc.AsyncResource):
                 self._errors.record(hook_exc, "on_writer_error hook")
 
     def _settle(self, carry: bytes | None) -> None:
-        """After a writer call: what is settled now, buffered-time samples, pending flushes."""
+        """After a writer call: what is settled now, and the flushes that waited for it."""
         self._inflight_start = self._carry_seq if carry is not None else 0
-        if self._samples:
-            now = trio.current_time()
-            samples = self._samples
-            limit = self._taken_total if carry is None else self._carry_seq - 1
-            while samples and samples[0][0] <= limit:
-                self._buffered_times.append(now - samples.popleft()[1])
         if self._flushes:
             self._check_flushes()
+
+    def _sample_handover(self, carry: bytes | None) -> None:
+        """Measure how long the sampled items about to go to the writer were buffered."""
+        now = trio.current_time()
+        samples = self._samples
+        limit = self._taken_total if carry is None else self._carry_seq - 1
+        while samples and samples[0][0] <= limit:
+            self._buffered_times.append(now - samples.popleft()[1])
 
     # ------------------------------------------------------------------ callbacks
 
