@@ -79,7 +79,10 @@ class AggregatorStatistics:
     """The sum of the four ``dropped_*`` counters."""
 
     buffered_time_p50: float | None
-    """Median seconds a sampled item spent buffered, over the recent window (None: no sample)."""
+    """Median seconds from accepted to handed to the writer, over the last 1024 sampled items.
+
+    One accepted item in 16 is sampled (None: no sample yet).
+    """
 
     buffered_time_p99: float | None
     """99th percentile of the same window (None: no sample)."""
