@@ -116,8 +116,9 @@ class Aggregator(trio.abc.AsyncResource):
         self._stopping = False
         self._run_number = 0
         self._last_nursery: trio.Nursery | None = None
-        self._send: trio.MemorySendChannel[bytes] | None = None
-        self._recv: trio.MemoryReceiveChannel[bytes] | None = None
+        # Closed placeholders until the first start: nothing is accepted before it.
+        self._send, self._recv = trio.open_memory_channel[bytes](0)
+        self._send.close()
         self._stopped = trio.Event()
         self._stopped.set()
         self._timers_done = trio.Event()
@@ -128,16 +129,16 @@ class Aggregator(trio.abc.AsyncResource):
         # Gate and buffer accounting.
         self._waiters: deque[_Waiter] = deque()
         self._size_waiting = 0
-        self._nb_buf = 0
-        self._size_buf = 0
+        self._nb_buf: int = 0
+        self._size_buf: int = 0
         self._nb_held = 0
         self._size_held = 0
-        self._peak = 0
+        self._peak: int = 0
         self._receiver_parked = False
         self._open_senders = 0
         # Order bookkeeping: items are numbered 1, 2, ... in the order they are accepted.
-        self._accepted_total = 0
-        self._taken_total = 0
+        self._accepted_total: int = 0
+        self._taken_total: int = 0
         self._inflight_start = 0  # number of the oldest item the receiver holds; 0: none
         self._inflight_items = 0
         self._carry_seq = 0  # number of the item held over for the next batch
@@ -271,7 +272,6 @@ class Aggregator(trio.abc.AsyncResource):
         self._accepting = False
         send.close()
         recv.close()
-        self._send = None
         self._running = False
         self._open_senders = 0
         self._drops.report()
@@ -304,7 +304,10 @@ class Aggregator(trio.abc.AsyncResource):
 
         Under ``when_full="drop_newest"`` or ``"drop_oldest"`` it drops as `write` does.
         """
-        return self.submit_nowait(data, None)
+        item = self._accept_check(data, None)
+        if item and not self._offer(item):
+            return self._no_room_nowait(item)
+        return len(item)
 
     def sender(self) -> AggregatorSender:
         """A new `AggregatorSender` for one producer task (close it when done).
@@ -321,7 +324,6 @@ class Aggregator(trio.abc.AsyncResource):
 
         :meta private:
         """
-        assert self._send is not None
         self._open_senders += 1
         return AggregatorSender(self, self._send.clone(), self._run_number)
 
@@ -367,12 +369,16 @@ class Aggregator(trio.abc.AsyncResource):
         """
         item = self._accept_check(data, sender)
         if item and not self._offer(item):
-            if self._when_no_room(item):
-                return len(item)
-            if self._when_full in ("block", "raise"):
-                raise trio.WouldBlock
-            return 0
+            return self._no_room_nowait(item)
         return len(item)
+
+    def _no_room_nowait(self, item: bytes) -> int:
+        """A non-blocking write found no room: drop, or raise `trio.WouldBlock`."""
+        if self._when_no_room(item):
+            return len(item)
+        if self._when_full in ("block", "raise"):
+            raise trio.WouldBlock
+        return 0
 
     async def _no_room(self, item: bytes, sender: AggregatorSender | None) -> int:
         """A write found no room: block, drop or raise, as ``when_full`` says."""
@@ -386,16 +392,35 @@ class Aggregator(trio.abc.AsyncResource):
         await cancel_shielded_checkpoint()
         return 0
 
-    def _offer(self, item: bytes) -> bool:
-        """Put *item* in now if it may go: there is room and no blocked write is ahead of it."""
-        if not (self._receiver_parked and self._receiver_waiting()):
-            # (a waiting receiver takes anything at once, and then nobody is blocked)
-            if self._waiters or self._nb_buf >= self._capacity:
-                return False
+    def _offer(self, item: bytes, *, first_in_line: bool = False) -> int:
+        """Put *item* in now if it may go, and return its number; 0 if it may not.
+
+        It may go when there is room for it and no blocked write is ahead of it (unless
+        it is itself the oldest blocked write, *first_in_line*). A receiver waiting for
+        data takes it straight away: it is then taken, not buffered.
+        """
+        if self._receiver_parked and (self._park_scope is None or self._receiver_waiting()):
+            self._send.send_nowait(item)
+            seq = self._accepted_total = self._accepted_total + 1
+            self._receiver_parked = False
+            self._taken_total = seq
+            if not self._inflight_start:
+                self._inflight_start = seq
+        else:
+            buffered = self._nb_buf
+            if buffered >= self._capacity or (self._waiters and not first_in_line):
+                return 0
             if self._max_bytes is not None and not self._bytes_fit(len(item)):
-                return False
-        self._put(item)
-        return True
+                return 0
+            self._send.send_nowait(item)
+            seq = self._accepted_total = self._accepted_total + 1
+            buffered = self._nb_buf = buffered + 1
+            self._size_buf += len(item)
+            if buffered + self._nb_held > self._peak:
+                self._peak = buffered + self._nb_held
+        if not seq & _SAMPLE_MASK:
+            self._samples.append((seq, trio.current_time()))
+        return seq
 
     def _receiver_waiting(self) -> bool:
         """Whether the parked receiver still waits in ``receive()`` to be handed an item.
@@ -432,33 +457,12 @@ class Aggregator(trio.abc.AsyncResource):
             size = len(item)
             while self._nb_buf and not self._has_room(size):
                 self._evict_oldest()
-            if self._has_room(size):
-                self._put(item)
+            if self._offer(item):
                 return True
             self._drops.add("full")
         elif policy == "drop_newest":
             self._drops.add("full")
         return False
-
-    def _put(self, item: bytes) -> int:
-        """Move an admitted item into the channel (or straight to a parked receiver)."""
-        assert self._send is not None
-        self._send.send_nowait(item)
-        seq = self._accepted_total = self._accepted_total + 1
-        if self._receiver_parked:
-            # Handed straight to the receiver: it is taken, not buffered.
-            self._receiver_parked = False
-            self._taken_total = seq
-            if not self._inflight_start:
-                self._inflight_start = seq
-        else:
-            self._nb_buf += 1
-            self._size_buf += len(item)
-            if self._nb_buf + self._nb_held > self._peak:
-                self._peak = self._nb_buf + self._nb_held
-        if not seq & _SAMPLE_MASK:
-            self._samples.append((seq, trio.current_time()))
-        return seq
 
     async def _wait_for_room(self, item: bytes, sender: AggregatorSender | None) -> int:
         waiter = _Waiter(item, sender, trio.lowlevel.current_task())
@@ -478,10 +482,13 @@ class Aggregator(trio.abc.AsyncResource):
     def _admit_waiters(self) -> None:
         """Move blocked writes into the channel, oldest first, while there is room."""
         waiters = self._waiters
-        while waiters and self._has_room(len(waiters[0].data)):
-            waiter = waiters.popleft()
+        while waiters:
+            waiter = waiters[0]
+            waiter.seq = self._offer(waiter.data, first_in_line=True)
+            if not waiter.seq:
+                return
+            waiters.popleft()
             self._size_waiting -= len(waiter.data)
-            waiter.seq = self._put(waiter.data)
             trio.lowlevel.reschedule(waiter.task, outcome.Value(len(waiter.data)))
 
     def _reject_waiters(self, which: Callable[[_Waiter], bool], exc: BaseException) -> None:
@@ -539,7 +546,6 @@ class Aggregator(trio.abc.AsyncResource):
             self._park_scope.cancel()  # aborts its receive() at once
             self._receiver_parked = False
         elif self._receiver_parked:
-            assert self._send is not None
             self._receiver_parked = False
             self._send.send_nowait(_WAKE)  # handed straight to the receiver: never buffered
 
@@ -588,7 +594,6 @@ class Aggregator(trio.abc.AsyncResource):
 
     def _evict_oldest(self) -> None:
         """drop_oldest: discard the oldest buffered item (a producer calls this)."""
-        assert self._recv is not None
         item = self._recv.receive_nowait()
         self._nb_buf -= 1
         self._size_buf -= len(item)
@@ -683,8 +688,8 @@ class Aggregator(trio.abc.AsyncResource):
             payload: bytes | list[bytes] = item
             count, nbytes = 1, len(item)
             if batching and (always_gather or self._nb_buf or self._waiters):
-                batch, carry = await self._gather(recv, item)
-                count, nbytes = len(batch), sum(map(len, batch))
+                batch, nbytes, carry = await self._gather(recv, item)
+                count = len(batch)
                 if carry is None:
                     self._nb_held = self._size_held = 0
                 else:
@@ -731,18 +736,34 @@ class Aggregator(trio.abc.AsyncResource):
 
     async def _gather(
         self, recv: trio.MemoryReceiveChannel[bytes], first: bytes
-    ) -> tuple[list[bytes], bytes | None]:
-        """A batch starting with *first*: what is buffered, plus what arrives while lingering."""
+    ) -> tuple[list[bytes], int, bytes | None]:
+        """A batch starting with *first*: what is buffered, plus what arrives while lingering.
+
+        Returns the batch, its size in bytes, and the item taken that did not fit in
+        ``batch_max_bytes`` (held over for the next batch), if any.
+        """
         config = self._config
         max_items = config.batch_max_items
         max_bytes = config.batch_max_bytes
         batch = [first]
-        nbytes = len(first)
+        nbytes = self._size_held = len(first)
         self._nb_held = 1
-        self._size_held = nbytes
         deadline = trio.current_time() + config.batch_linger if config.batch_linger else 0.0
         item: bytes | None
         while len(batch) < max_items:
+            if self._nb_buf and max_bytes is None:
+                # The usual case, kept tight: take a run of buffered items, count it once.
+                count = min(max_items - len(batch), self._nb_buf)
+                receive = recv.receive_nowait
+                run = [receive() for _ in range(count)]
+                size = sum(map(len, run))
+                batch += run
+                nbytes += size
+                self._nb_buf -= count
+                self._size_buf -= size
+                self._taken_total += count
+                self._hold(count, size)
+                continue
             if self._nb_buf or self._waiters:
                 item = self._take(recv)
             elif not deadline:
@@ -753,14 +774,20 @@ class Aggregator(trio.abc.AsyncResource):
                     break
             if max_bytes is not None and nbytes + len(item) > max_bytes:
                 self._carry_seq = self._taken_total  # its number: it was taken last
-                return batch, item
+                return batch, nbytes, item
             batch.append(item)
             nbytes += len(item)
-            self._nb_held += 1
-            self._size_held += len(item)
-            if self._nb_buf + self._nb_held > self._peak:
-                self._peak = self._nb_buf + self._nb_held
-        return batch, None
+            self._hold(1, len(item))
+        return batch, nbytes, None
+
+    def _hold(self, count: int, size: int) -> None:
+        """Count items taken into a batch that is not handed to the writer yet."""
+        self._nb_held += count
+        self._size_held += size
+        if self._nb_buf + self._nb_held > self._peak:
+            self._peak = self._nb_buf + self._nb_held
+        if self._waiters:
+            self._admit_waiters()
 
     async def _call_writer(self, payload: bytes | list[bytes]) -> None:
         """One call of the writer, whatever its kind."""
