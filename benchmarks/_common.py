@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -166,11 +167,41 @@ def make_sink(params: Params, *, text: bool = False) -> Sink:
     return LatencySink(text=text) if params.latency else Sink()
 
 
-def check(params: Params, sink: Sink, *, size: int | None = None) -> None:
-    """Fail loudly if a case lost or duplicated bytes: numbers from a broken run are worthless."""
-    expected = params.items * (params.size if size is None else size)
+def measurement(params: Params, sink: Sink, elapsed: Span) -> Measurement:
+    """The `Measurement` of a repetition whose writer was *sink*, once its bytes are checked.
+
+    A case that lost or duplicated bytes fails loudly: numbers from a broken run are
+    worthless.
+    """
+    expected = params.items * params.size
     if sink.nbytes != expected:
         raise AssertionError(f"expected {expected} bytes at the writer, got {sink.nbytes}")
+    return Measurement(
+        items=params.items,
+        nbytes=sink.nbytes,
+        elapsed=elapsed[0],
+        cpu=elapsed[1],
+        writer_calls=sink.calls,
+        latencies_ns=sink.latencies_ns,
+    )
+
+
+def file_measurement(
+    params: Params, path: str, elapsed: Span, writer_calls: int, who: str
+) -> Measurement:
+    """The `Measurement` of a file case: checks the size of the file at *path*, removes it."""
+    nbytes = os.path.getsize(path)
+    os.unlink(path)
+    expected = params.items * params.size
+    if nbytes != expected:
+        raise AssertionError(f"{who} wrote {nbytes} bytes, expected {expected}")
+    return Measurement(
+        items=params.items,
+        nbytes=nbytes,
+        elapsed=elapsed[0],
+        cpu=elapsed[1],
+        writer_calls=writer_calls,
+    )
 
 
 def percentile(values: list[int] | list[float], q: float) -> float:

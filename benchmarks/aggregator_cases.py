@@ -30,9 +30,10 @@ from ._common import (
     Params,
     Sink,
     Span,
-    check,
     clock,
+    file_measurement,
     make_sink,
+    measurement,
     payload,
     since,
     stamped,
@@ -97,16 +98,7 @@ def agg_case(*, batch: int = 1, nowait: bool = False) -> CaseFn:
                 await agg.flush()
                 return since(t0)
 
-        elapsed = trio.run(main)
-        check(params, sink)
-        return Measurement(
-            items=params.items,
-            nbytes=sink.nbytes,
-            elapsed=elapsed[0],
-            cpu=elapsed[1],
-            writer_calls=sink.calls,
-            latencies_ns=sink.latencies_ns,
-        )
+        return measurement(params, sink, trio.run(main))
 
     return run
 
@@ -162,19 +154,7 @@ def agg_file_case(*, batch: int = 256, writer_thread: bool = True) -> CaseFn:
             elapsed = trio.run(main)
         finally:
             writer.close()
-        nbytes = os.path.getsize(path)
-        os.unlink(path)
-        if nbytes != params.items * params.size:
-            raise AssertionError(
-                f"aggregator wrote {nbytes} bytes, expected {params.items * params.size}"
-            )
-        return Measurement(
-            items=params.items,
-            nbytes=nbytes,
-            elapsed=elapsed[0],
-            cpu=elapsed[1],
-            writer_calls=writer.calls,
-        )
+        return file_measurement(params, path, elapsed, writer.calls, "aggregator")
 
     return run
 

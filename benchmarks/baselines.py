@@ -31,10 +31,12 @@ from ._common import (
     SAMPLE_EVERY,
     Measurement,
     Params,
+    Sink,
     Span,
-    check,
     clock,
+    file_measurement,
     make_sink,
+    measurement,
     payload,
     since,
     stamped,
@@ -64,31 +66,19 @@ async def produce(
             await send(filler)
 
 
-def _result(params: Params, sink: Any, elapsed: Span, size: int | None = None) -> Measurement:
-    check(params, sink, size=size)
-    return Measurement(
-        items=params.items,
-        nbytes=sink.nbytes,
-        elapsed=elapsed[0],
-        cpu=elapsed[1],
-        writer_calls=sink.calls,
-        latencies_ns=sink.latencies_ns,
-    )
-
-
 # -- trio memory channel ------------------------------------------------------------------
 
 
-def trio_channel(params: Params) -> Measurement:
-    """Bare ``trio.open_memory_channel``: per-item consumer."""
+def _run_trio_channel(
+    params: Params, consumer: Callable[[trio.MemoryReceiveChannel[bytes], Sink], Awaitable[None]]
+) -> Measurement:
+    """Producers ``await send`` into clones of one memory channel; *consumer* empties it.
+
+    The two channel cases differ only in their consumer, which gets the receive
+    channel and the writer.
+    """
     sink = make_sink(params)
     filler = payload(params.size)
-
-    async def consumer(recv: trio.MemoryReceiveChannel[bytes]) -> None:
-        writer = sink
-        async with recv:
-            async for item in recv:
-                writer(item)
 
     async def producer(send: trio.MemorySendChannel[bytes]) -> None:
         async with send:
@@ -100,21 +90,29 @@ def trio_channel(params: Params) -> Measurement:
         send.close()
         t0 = clock()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(consumer, recv)
+            nursery.start_soon(consumer, recv, sink)
             for clone in clones:
                 nursery.start_soon(producer, clone)
         return since(t0)
 
-    return _result(params, sink, trio.run(main))
+    return measurement(params, sink, trio.run(main))
+
+
+def trio_channel(params: Params) -> Measurement:
+    """Bare ``trio.open_memory_channel``: per-item consumer."""
+
+    async def consumer(recv: trio.MemoryReceiveChannel[bytes], writer: Sink) -> None:
+        async with recv:
+            async for item in recv:
+                writer(item)
+
+    return _run_trio_channel(params, consumer)
 
 
 def trio_channel_drain(params: Params) -> Measurement:
     """Bare ``trio.open_memory_channel`` whose consumer drains and joins what is buffered."""
-    sink = make_sink(params)
-    filler = payload(params.size)
 
-    async def consumer(recv: trio.MemoryReceiveChannel[bytes]) -> None:
-        writer = sink
+    async def consumer(recv: trio.MemoryReceiveChannel[bytes], writer: Sink) -> None:
         receive_nowait = recv.receive_nowait
         async with recv:
             while True:
@@ -130,22 +128,7 @@ def trio_channel_drain(params: Params) -> Measurement:
                         break
                 writer(b"".join(batch))
 
-    async def producer(send: trio.MemorySendChannel[bytes]) -> None:
-        async with send:
-            await produce(send.send, params.per_producer, filler, params.latency)
-
-    async def main() -> Span:
-        send, recv = trio.open_memory_channel[bytes](params.buffer)
-        clones = [send.clone() for _ in range(params.producers)]
-        send.close()
-        t0 = clock()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(consumer, recv)
-            for clone in clones:
-                nursery.start_soon(producer, clone)
-        return since(t0)
-
-    return _result(params, sink, trio.run(main))
+    return _run_trio_channel(params, consumer)
 
 
 # -- anyio memory object stream ------------------------------------------------------------
@@ -184,7 +167,7 @@ def anyio_stream(params: Params) -> Measurement:
                 tg.start_soon(producer, clone)
         return since(t0)
 
-    return _result(params, sink, anyio.run(main, backend="trio"))
+    return measurement(params, sink, anyio.run(main, backend="trio"))
 
 
 # -- asyncio.Queue ------------------------------------------------------------------------
@@ -213,7 +196,7 @@ def asyncio_queue(params: Params) -> Measurement:
         await asyncio.gather(*tasks)
         return since(t0)
 
-    return _result(params, sink, asyncio.run(main()))
+    return measurement(params, sink, asyncio.run(main()))
 
 
 # -- logging QueueHandler + QueueListener -------------------------------------------------
@@ -284,7 +267,7 @@ def logging_queue(params: Params) -> Measurement:
     finally:
         listener.stop()
         logger.removeHandler(qh)
-    return _result(params, sink, elapsed)
+    return measurement(params, sink, elapsed)
 
 
 # -- naive locked file writer --------------------------------------------------------------
@@ -316,17 +299,4 @@ def naive_file(params: Params) -> Measurement:
             await f.flush()
             return since(t0)
 
-    elapsed = trio.run(main)
-    nbytes = os.path.getsize(path)
-    os.unlink(path)
-    if nbytes != params.items * params.size:
-        raise AssertionError(
-            f"naive_file wrote {nbytes} bytes, expected {params.items * params.size}"
-        )
-    return Measurement(
-        items=params.items,
-        nbytes=nbytes,
-        elapsed=elapsed[0],
-        cpu=elapsed[1],
-        writer_calls=params.items,
-    )
+    return file_measurement(params, path, trio.run(main), params.items, "naive_file")
