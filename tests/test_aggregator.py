@@ -753,3 +753,31 @@ async def test_statistics_fields() -> None:
     assert stats.buffered_time_p50 is None
     with pytest.raises(AttributeError):
         stats.dropped = 3  # type: ignore[misc]
+
+
+async def test_waiting_from_inside_the_writer_fails_loudly() -> None:
+    seen: list[BaseException] = []
+    agg: Aggregator | None = None
+
+    async def writer(data: bytes) -> None:
+        assert agg is not None
+        if data != b"first":
+            return
+        for call in (agg.flush, agg.stop):
+            try:
+                await call()
+            except RuntimeError as exc:
+                seen.append(exc)
+        agg.write_nowait(b"room")  # a write that does not wait is fine
+        try:
+            await agg.write(b"no room")  # the buffer (1) is full: it would wait forever
+        except RuntimeError as exc:
+            seen.append(exc)
+
+    async with trio.open_nursery() as nursery:
+        async with open_aggregator(nursery, AggregatorConfig(writer=writer)) as agg:
+            await agg.write(b"first")
+            await agg.flush()
+            assert agg.is_running
+    assert len(seen) == 3
+    assert all("receiver task would wait for itself" in str(e) for e in seen)

@@ -125,6 +125,7 @@ class Aggregator(trio.abc.AsyncResource):
         self._receiver_scope = trio.CancelScope()
         self._timers_scope = trio.CancelScope()
         self._park_scope: trio.CancelScope | None = None
+        self._receiver_task: trio.lowlevel.Task | None = None
         self._started_at = 0.0
         # Gate and buffer accounting.
         self._waiters: deque[_Waiter] = deque()
@@ -204,6 +205,7 @@ class Aggregator(trio.abc.AsyncResource):
         if not self._running:
             await trio.lowlevel.checkpoint()
             return
+        self._refuse_from_receiver("stop")
         self._begin_stop()
         await self._stopped.wait()
 
@@ -465,6 +467,7 @@ class Aggregator(trio.abc.AsyncResource):
         return False
 
     async def _wait_for_room(self, item: bytes, sender: AggregatorSender | None) -> int:
+        self._refuse_from_receiver("write")
         waiter = _Waiter(item, sender, trio.lowlevel.current_task())
         self._waiters.append(waiter)
         self._size_waiting += len(item)
@@ -518,9 +521,18 @@ class Aggregator(trio.abc.AsyncResource):
         if pending.ready(self._settled()):
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
+        self._refuse_from_receiver("flush")
         self._flushes.append(pending)
         self._wake_receiver()
         await pending.event.wait()
+
+    def _refuse_from_receiver(self, what: str) -> None:
+        """Fail loudly where waiting would wait for the waiting task itself."""
+        if trio.lowlevel.current_task() is self._receiver_task:
+            raise RuntimeError(
+                f"{what}() cannot wait from inside the writer, sync_fn or the dead-letter hook:"
+                " the receiver task would wait for itself"
+            )
 
     def _settled(self) -> int:
         """The number n such that items 1..n are all settled."""
@@ -556,6 +568,7 @@ class Aggregator(trio.abc.AsyncResource):
         scope: trio.CancelScope,
     ) -> None:
         """The receiver task: consume until stopped and drained, then end the run."""
+        self._receiver_task = trio.lowlevel.current_task()
         clean = False
         try:
             with scope:
