@@ -201,6 +201,10 @@ class Aggregator(trio.abc.AsyncResource):
 
         Writes blocked at that moment raise `AggregatorClosedError`; senders of this run
         raise it from now on. Idempotent; the aggregator can be started again.
+
+        Raises:
+            RuntimeError: called from inside the writer, ``sync_fn`` or the dead-letter
+                hook, where it would wait for itself.
         """
         if not self._running:
             await trio.lowlevel.checkpoint()
@@ -292,6 +296,8 @@ class Aggregator(trio.abc.AsyncResource):
             ValueError: *data* is larger than ``max_item_bytes``.
             AggregatorClosedError: the aggregator is not running.
             trio.WouldBlock: the buffer is full and ``when_full="raise"``.
+            RuntimeError: it would wait for room from inside the writer, ``sync_fn`` or
+                the dead-letter hook (the task that makes room).
         """
         # The same steps as `submit`, repeated here to spare every write a coroutine.
         await checkpoint_if_cancelled()
@@ -513,6 +519,8 @@ class Aggregator(trio.abc.AsyncResource):
 
         Raises:
             AggregatorClosedError: the aggregator is not running.
+            RuntimeError: called from inside the writer, ``sync_fn`` or the dead-letter
+                hook, where it would wait for itself.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._accepting:
