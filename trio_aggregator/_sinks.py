@@ -49,7 +49,26 @@ def _positive_int(name: str, value: object) -> int:
     return value
 
 
-class FileSink:
+class _AsyncWith:
+    """``async with sink:`` for the sinks: entering checkpoints, leaving awaits `aclose`."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class FileSink(_AsyncWith):
     """Appends every write to a file, from a worker thread.
 
     The file is opened (created with *mode*, minus the umask, if it does not exist) when
@@ -199,18 +218,6 @@ class FileSink:
     ) -> None:
         self.close()
 
-    async def __aenter__(self) -> Self:
-        await trio.lowlevel.checkpoint()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<{type(self).__name__} {self._path!r} {state}>"
@@ -329,7 +336,7 @@ class RotatingFileSink(FileSink):
         await trio.to_thread.run_sync(self.sync_blocking)
 
 
-class StreamSink:
+class StreamSink(_AsyncWith):
     """Sends every write to a `trio.abc.SendStream` (TCP, Unix socket, TLS, pipe...).
 
     ``writer=sink.write`` sends each batch with `~trio.abc.SendStream.send_all`. A failed
@@ -363,18 +370,6 @@ class StreamSink:
     async def aclose(self) -> None:
         """Close the stream (gracefully if it can, as `trio.abc.AsyncResource.aclose` does)."""
         await self._stream.aclose()
-
-    async def __aenter__(self) -> Self:
-        await trio.lowlevel.checkpoint()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"<StreamSink {self._stream!r}>"
