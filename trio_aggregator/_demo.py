@@ -256,16 +256,11 @@ async def _run(
 
 
 def _rows(summary: ServeSummary, verification: Verification, output: str) -> list[tuple[str, str]]:
-    agg = summary.aggregator
-    seconds = max(summary.seconds, 1e-9)
     return [
         ("connections", f"{summary.server.connections_total:,}"),
         ("lines", f"{verification.found:,} in the file, {verification.expected:,} sent"),
-        ("bytes", f"{agg.bytes_written:,}"),
+        ("bytes", f"{summary.aggregator.bytes_written:,}"),
         ("seconds", f"{summary.seconds:.2f}"),
-        ("lines/s", f"{summary.server.lines / seconds:,.0f}"),
-        ("MB/s", f"{agg.bytes_written / seconds / 1e6:,.1f}"),
-        ("writer calls", f"{agg.writer_calls:,}"),
-        ("peak buffer", f"{agg.peak_nb_processing:,} / {agg.buffer_size:,} writes"),
+        *summary.throughput_rows(),
         ("output", output),
     ]

@@ -549,20 +549,27 @@ class ServeSummary:
         agg = self.aggregator
         return not (agg.writer_errors or agg.callback_errors or agg.dropped or self.final_errors)
 
+    def throughput_rows(self) -> list[tuple[str, str]]:
+        """The ``lines/s``, ``MB/s``, ``writer calls`` and ``peak buffer`` rows."""
+        agg = self.aggregator
+        seconds = max(self.seconds, 1e-9)
+        return [
+            ("lines/s", f"{self.server.lines / seconds:,.0f}"),
+            ("MB/s", f"{agg.bytes_written / seconds / 1e6:,.1f}"),
+            ("writer calls", f"{agg.writer_calls:,}"),
+            ("peak buffer", f"{agg.peak_nb_processing:,} / {agg.buffer_size:,} writes"),
+        ]
+
     def rows(self) -> list[tuple[str, str]]:
         """The summary as ``(label, value)`` rows."""
         s, agg = self.server, self.aggregator
-        seconds = max(self.seconds, 1e-9)
         rows = [
             ("seconds", f"{self.seconds:.2f}"),
             ("connections", f"{s.connections_total:,} (peak {s.connections_peak:,} at once)"),
             ("lines", f"{s.lines:,}"),
             ("bytes received", f"{s.bytes_received:,}"),
             ("bytes written", f"{agg.bytes_written:,}"),
-            ("lines/s", f"{s.lines / seconds:,.0f}"),
-            ("MB/s", f"{agg.bytes_written / seconds / 1e6:,.1f}"),
-            ("writer calls", f"{agg.writer_calls:,}"),
-            ("peak buffer", f"{agg.peak_nb_processing:,} / {agg.buffer_size:,} writes"),
+            *self.throughput_rows(),
             ("truncated lines", f"{s.lines_truncated:,} ({s.bytes_discarded:,} bytes discarded)"),
             ("partial lines", f"{s.partial_lines:,} (kept at disconnect)"),
             ("idle closed", f"{s.idle_closed:,}"),
