@@ -25,19 +25,12 @@ from hypothesis import strategies as st
 
 from trio_aggregator import FileSink, RotatingFileSink
 from trio_aggregator import _demo as demo_module
+from trio_aggregator._collector import LineCollector
 from trio_aggregator._demo import DemoOptions, demo_lines, run_demo, verify_demo_output
-from trio_aggregator._serve import (
-    LineCollector,
-    LineServer,
-    LineSplitter,
-    ServeError,
-    ServeOptions,
-    _unlink_if_same,  # pyright: ignore[reportPrivateUsage]
-    format_address,
-    format_table,
-    parse_tcp_address,
-    run_server,
-)
+from trio_aggregator._lines import LineSplitter
+from trio_aggregator._listeners import format_address, parse_tcp_address, unlink_if_same
+from trio_aggregator._serve import LineServer, ServeError, ServeOptions, run_server
+from trio_aggregator._serve_statistics import format_table
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -557,9 +550,9 @@ async def test_server_unix_socket_paths(tmp_path: Path) -> None:
 
 def test_unlink_if_same_ignores_a_vanished_file(tmp_path: Path) -> None:
     path = tmp_path / "gone.sock"
-    _unlink_if_same(str(path), 1)
+    unlink_if_same(str(path), 1)
     path.write_bytes(b"")
-    _unlink_if_same(str(path), os.stat(path).st_ino + 1)
+    unlink_if_same(str(path), os.stat(path).st_ino + 1)
     assert path.exists()
 
 

@@ -1,19 +1,17 @@
-"""The line collector behind ``trio-aggregator serve``.
+"""The line collector behind ``trio-aggregator serve``: `LineServer` and `run_server`.
 
 Many clients connect over TCP or a Unix socket and send newline-delimited records; every
-complete line goes, whole, into one output through one `Aggregator`.
+complete line goes, whole, into one output through one `Aggregator`. The parts:
 
-How a connection is read (`LineCollector.handle`): bytes are received in chunks of up to
-`RECEIVE_SIZE` and cut into lines by a `LineSplitter`. All the complete lines of one
-chunk are handed to the aggregator as one write, so they stay together and in order;
-the aggregator never splits a write, so a line is never interleaved with another.
+* `LineSplitter` (``_lines``) cuts a connection's bytes into lines, truncating the
+  over-long ones;
+* `LineCollector` (``_collector``) accepts connections and hands the complete lines of
+  each chunk read to the aggregator, as one write;
+* ``_listeners`` parses addresses and opens the TCP and Unix listeners;
+* ``_serve_statistics`` holds the counters and the summary printed at the end.
 
-Over-long lines: a line longer than ``max_line_bytes`` (newline not counted) is
-**truncated**. Its first ``max_line_bytes`` bytes are written at once, as one line
-ending in a newline, and the rest, up to the next newline, is read and discarded. Both
-are counted (`ServerStatistics.lines_truncated`, `ServerStatistics.bytes_discarded`).
-So a client that never sends a newline costs at most ``max_line_bytes`` of memory.
-A final line without a newline, when a client disconnects, is kept (a newline is added).
+This module puts them together: the options, the output sink, the aggregator, the
+signals and the status line.
 
 Memory bound: at most ``max_line_bytes + RECEIVE_SIZE`` per connection while it is
 read, ``max_connections`` connections, and ``buffer`` writes of at most that size in
@@ -31,11 +29,8 @@ connection at once.
 
 from __future__ import annotations
 
-import errno
-import math
 import os
 import signal
-import stat
 import sys
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, TextIO
@@ -44,13 +39,21 @@ import attrs
 import trio
 
 from ._aggregator import Aggregator, connect_aggregator
+from ._collector import SHUTDOWN_IDLE, LineCollector
 from ._config import AggregatorConfig
+from ._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
+from ._listeners import (
+    format_address,
+    open_unix_listener,
+    parse_tcp_address,
+    tcp_listener_address,
+    unlink_if_same,
+)
+from ._serve_statistics import ServerStatistics, ServeSummary, format_table
 from ._sinks import FileSink, RotatingFileSink
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-
-    from ._statistics import AggregatorStatistics
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
@@ -72,21 +75,6 @@ DEFAULT_TCP = "127.0.0.1:5140"
 """Where ``serve`` listens when given neither ``--tcp`` nor ``--unix``."""
 
 DEFAULT_OUTPUT = "aggregated.log"
-DEFAULT_MAX_LINE_BYTES = 64 * 1024
-RECEIVE_SIZE = 64 * 1024
-"""The most bytes read from a connection at once."""
-
-SHUTDOWN_IDLE = 0.2
-"""Seconds of silence after which a connection is closed once shutdown has begun."""
-
-ACCEPT_RETRY_DELAY = 0.1
-"""Seconds to wait before accepting again after running out of file descriptors or memory."""
-
-_ACCEPT_CAPACITY_ERRNOS = frozenset(
-    getattr(errno, name)
-    for name in ("EMFILE", "ENFILE", "ENOMEM", "ENOBUFS")
-    if hasattr(errno, name)
-)
 
 BATCH_MAX_ITEMS = 128
 BATCH_MAX_BYTES = 1024 * 1024
@@ -96,29 +84,6 @@ ROTATE_CHECK_INTERVAL = 1.0
 
 class ServeError(Exception):
     """The server cannot start (output not writable, address in use, ...): one clear line."""
-
-
-def parse_tcp_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[V6HOST]:PORT`` for IPv6) as ``(host, port)``.
-
-    Raises:
-        ValueError: The text is not of that form, or the port is not in 0..65535.
-    """
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError(f"write an IPv6 address in brackets, as [{host}]:{port_text}")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"port must be a number in 0..65535, got {port_text!r}")
-    return host, int(port_text)
-
-
-def format_address(host: str, port: int) -> str:
-    """The inverse of `parse_tcp_address`."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _positive_or_none(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
@@ -193,439 +158,6 @@ class ServeOptions:
             raise ValueError("give at least one TCP address or Unix socket path")
         if self.output == "-" and self.rotate_bytes is not None:
             raise ValueError("rotation needs a file output, not standard output")
-
-
-@attrs.frozen(kw_only=True)
-class ServerStatistics:
-    """Counters of a `LineCollector` (a snapshot)."""
-
-    connections_open: int
-    connections_total: int
-    connections_peak: int
-    lines: int
-    """Lines handed to the aggregator (truncated and final partial lines included)."""
-    bytes_received: int
-    lines_truncated: int
-    bytes_discarded: int
-    """Bytes of over-long lines thrown away (past ``max_line_bytes``)."""
-    partial_lines: int
-    """Final lines without a newline, kept at disconnect."""
-    idle_closed: int
-    resets: int
-    """Connections that ended with an error (reset by the peer...)."""
-    accept_errors: int
-
-
-class _Counters:
-    """The mutable totals a `LineCollector` and its `LineSplitter` objects update."""
-
-    __slots__ = (
-        "accept_errors",
-        "bytes_discarded",
-        "bytes_received",
-        "connections_open",
-        "connections_peak",
-        "connections_total",
-        "idle_closed",
-        "lines",
-        "lines_truncated",
-        "partial_lines",
-        "resets",
-    )
-
-    def __init__(self) -> None:
-        self.accept_errors = self.bytes_discarded = 0
-        self.bytes_received = self.connections_open = self.connections_peak = 0
-        self.connections_total = self.idle_closed = self.lines = self.lines_truncated = 0
-        self.partial_lines = self.resets = 0
-
-
-class LineSplitter:
-    """Cuts one connection's bytes into whole lines, in bounded memory.
-
-    `feed` returns the complete lines found so far (each ending in ``\\n``) as one
-    `bytes`; a line longer than *max_line_bytes* is truncated as the module docs say.
-    `finish` returns the last, unterminated line, with a newline added.
-    """
-
-    __slots__ = ("_counters", "_discarding", "_max", "_pending")
-
-    def __init__(self, max_line_bytes: int, counters: _Counters | None = None) -> None:
-        if max_line_bytes < 1:
-            raise ValueError(f"max_line_bytes must be >= 1, not {max_line_bytes}")
-        self._max = max_line_bytes
-        self._pending = bytearray()
-        self._discarding = False
-        self._counters = counters if counters is not None else _Counters()
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes of the line being received (never more than *max_line_bytes*)."""
-        return len(self._pending)
-
-    @property
-    def statistics(self) -> _Counters:
-        """The counters this splitter updates (``lines_truncated``, ``bytes_discarded``...)."""
-        return self._counters
-
-    def feed(self, data: bytes | bytearray) -> bytes:
-        """The complete lines that *data* finishes, joined; ``b""`` if none."""
-        if not isinstance(data, bytes):
-            data = bytes(data)
-        pending = self._pending
-        if not self._discarding and len(data) <= self._max:
-            # Fast path: only the line that *pending* starts can be too long.
-            first = data.find(b"\n")
-            if first < 0:
-                if len(pending) + len(data) <= self._max:
-                    pending += data
-                    return b""
-            elif len(pending) + first <= self._max:
-                last = data.rfind(b"\n")
-                out = bytes(pending) + data[: last + 1] if pending else data[: last + 1]
-                self._pending = bytearray(data[last + 1 :])
-                return out
-        return self._feed_slow(data)
-
-    def _feed_slow(self, data: bytes) -> bytes:
-        counters = self._counters
-        pending = self._pending
-        out = bytearray()
-        pos = 0
-        size = len(data)
-        while pos < size:
-            newline = data.find(b"\n", pos)
-            if self._discarding:
-                if newline < 0:
-                    counters.bytes_discarded += size - pos
-                    break
-                counters.bytes_discarded += newline - pos
-                self._discarding = False
-                pos = newline + 1
-                continue
-            end = size if newline < 0 else newline
-            room = self._max - len(pending)
-            if end - pos > room:
-                out += pending
-                out += data[pos : pos + room]
-                out += b"\n"
-                pending.clear()
-                counters.lines_truncated += 1
-                self._discarding = True
-                pos += room
-                continue
-            if newline < 0:
-                pending += data[pos:]
-                break
-            if pending:
-                out += pending
-                pending.clear()
-            out += data[pos : newline + 1]
-            pos = newline + 1
-        return bytes(out)
-
-    def finish(self) -> bytes:
-        """The final line if it had no newline (with one added); ``b""`` otherwise."""
-        self._discarding = False
-        if not self._pending:
-            return b""
-        line = bytes(self._pending) + b"\n"
-        self._pending.clear()
-        self._counters.partial_lines += 1
-        return line
-
-
-class _Connection:
-    __slots__ = ("scope",)
-
-    def __init__(self) -> None:
-        self.scope = trio.CancelScope()
-
-
-class LineCollector:
-    """Reads lines from many connections and hands them, whole, to *write*.
-
-    Args:
-        write: Called with the complete lines of each chunk read (`Aggregator.write`).
-        max_line_bytes: Longer lines are truncated (see the module docs).
-        idle_timeout: Close a connection silent for this long (None: never).
-        max_connections: Connections served at once (None: no limit).
-        shutdown_idle: After `stop`, close a connection silent for this long.
-    """
-
-    def __init__(
-        self,
-        write: Callable[[bytes], Awaitable[object]],
-        *,
-        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-        idle_timeout: float | None = None,
-        max_connections: int | None = None,
-        shutdown_idle: float = SHUTDOWN_IDLE,
-    ) -> None:
-        self._write_fn = write
-        self._max_line_bytes = max_line_bytes
-        self._idle_timeout = idle_timeout
-        self._slots = trio.Semaphore(max_connections) if max_connections else None
-        self._shutdown_idle = shutdown_idle
-        self._counters = _Counters()
-        self._connections: set[_Connection] = set()
-        self._accept_scopes: set[trio.CancelScope] = set()
-        self._nursery: trio.Nursery | None = None
-        self._stopping = False
-        self._grace_deadline = math.inf
-
-    @property
-    def stopping(self) -> bool:
-        """Whether `stop` was called."""
-        return self._stopping
-
-    def statistics(self) -> ServerStatistics:
-        """A snapshot of the counters."""
-        c = self._counters
-        return ServerStatistics(**{name: getattr(c, name) for name in _Counters.__slots__})
-
-    def _receive_deadline(self) -> float:
-        now = trio.current_time()
-        deadline = now + self._idle_timeout if self._idle_timeout else math.inf
-        if self._stopping:
-            deadline = min(deadline, now + self._shutdown_idle, self._grace_deadline)
-        return deadline
-
-    async def _write(self, chunk: bytes) -> None:
-        await self._write_fn(chunk)
-        self._counters.lines += chunk.count(b"\n")
-
-    async def handle(self, stream: trio.abc.ReceiveStream) -> None:
-        """Read *stream* until it ends, writing its lines; then close it."""
-        counters = self._counters
-        conn = _Connection()
-        self._connections.add(conn)
-        counters.connections_open += 1
-        counters.connections_total += 1
-        counters.connections_peak = max(counters.connections_peak, counters.connections_open)
-        splitter = LineSplitter(self._max_line_bytes, counters)
-        try:
-            while True:
-                data: bytes | bytearray = b""
-                conn.scope = trio.CancelScope(deadline=self._receive_deadline())
-                with conn.scope:
-                    try:
-                        data = await stream.receive_some(RECEIVE_SIZE)
-                    except trio.BrokenResourceError:
-                        counters.resets += 1
-                        break
-                if conn.scope.cancelled_caught:
-                    if not self._stopping:
-                        counters.idle_closed += 1
-                    break
-                if not data:
-                    break
-                counters.bytes_received += len(data)
-                chunk = splitter.feed(data)
-                if chunk:
-                    await self._write(chunk)
-            chunk = splitter.finish()
-            if chunk:
-                await self._write(chunk)
-        finally:
-            self._connections.discard(conn)
-            counters.connections_open -= 1
-            await trio.aclose_forcefully(stream)
-
-    async def _serve_connection(
-        self,
-        stream: trio.abc.ReceiveStream,
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        slots = self._slots
-        acquired = slots is None
-        try:
-            if slots is not None:
-                await slots.acquire()
-                acquired = True
-        finally:
-            if not acquired:  # cancelled while waiting for a slot
-                await trio.aclose_forcefully(stream)
-        task_status.started()
-        try:
-            await self.handle(stream)
-        finally:
-            if slots is not None:
-                slots.release()
-
-    def _accept_deadline(self) -> float:
-        if not self._stopping:
-            return math.inf
-        return min(trio.current_time() + self._shutdown_idle, self._grace_deadline)
-
-    async def _accept(self, listener: trio.abc.Listener[trio.abc.Stream]) -> trio.abc.Stream | None:
-        """The next connection; None once stopping and none came for ``shutdown_idle``."""
-        while True:
-            with trio.CancelScope(deadline=self._accept_deadline()) as scope:
-                self._accept_scopes.add(scope)
-                try:
-                    return await listener.accept()
-                except OSError as exc:
-                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
-                        raise
-                    self._counters.accept_errors += 1
-                finally:
-                    self._accept_scopes.discard(scope)
-            if scope.cancelled_caught:
-                return None
-            await trio.sleep(ACCEPT_RETRY_DELAY)
-
-    async def _accept_loop(
-        self, listener: trio.abc.Listener[trio.abc.Stream], nursery: trio.Nursery
-    ) -> None:
-        try:
-            while True:
-                stream = await self._accept(listener)
-                if stream is None:
-                    return
-                # Waits for a free slot (max_connections) before accepting again.
-                await nursery.start(self._serve_connection, stream)
-        finally:
-            await trio.aclose_forcefully(listener)
-
-    async def serve(
-        self,
-        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Accept connections on every listener and `handle` each one.
-
-        Returns once `stop` was called and every connection has ended; the listeners are
-        closed by then.
-        """
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                for listener in listeners:
-                    nursery.start_soon(self._accept_loop, listener, nursery)
-                task_status.started()
-        finally:
-            self._nursery = None
-
-    def stop(self, grace: float = 5.0) -> None:
-        """Stop accepting; give connections at most *grace* seconds to finish.
-
-        Connections the system has already queued are still accepted: a listener is
-        closed once no connection came for ``shutdown_idle`` seconds. A connection is
-        closed as soon as its client closes it, or it has been silent for
-        ``shutdown_idle`` seconds. Whatever is left when *grace* runs out is closed.
-        """
-        now = trio.current_time()
-        self._grace_deadline = min(self._grace_deadline, now + grace)
-        self._stopping = True
-        deadline = min(now + self._shutdown_idle, self._grace_deadline)
-        for scope in (*self._accept_scopes, *(conn.scope for conn in self._connections)):
-            scope.deadline = min(scope.deadline, deadline)
-
-    def abort(self) -> None:
-        """Stop at once: cancel every connection, even one waiting to write."""
-        self.stop(0)
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
-
-
-@attrs.frozen(kw_only=True)
-class ServeSummary:
-    """What a `LineServer` did, once it has finished."""
-
-    seconds: float
-    output: str
-    server: ServerStatistics
-    aggregator: AggregatorStatistics
-    rotations: int
-    final_errors: tuple[str, ...] = ()
-    """Problems met while closing the output (a failed final fsync...)."""
-
-    @property
-    def ok(self) -> bool:
-        """Whether every line received was written: no writer error, drop or failed fsync."""
-        agg = self.aggregator
-        return not (agg.writer_errors or agg.callback_errors or agg.dropped or self.final_errors)
-
-    def throughput_rows(self) -> list[tuple[str, str]]:
-        """The ``lines/s``, ``MB/s``, ``writer calls`` and ``peak buffer`` rows."""
-        agg = self.aggregator
-        seconds = max(self.seconds, 1e-9)
-        return [
-            ("lines/s", f"{self.server.lines / seconds:,.0f}"),
-            ("MB/s", f"{agg.bytes_written / seconds / 1e6:,.1f}"),
-            ("writer calls", f"{agg.writer_calls:,}"),
-            ("peak buffer", f"{agg.peak_nb_processing:,} / {agg.buffer_size:,} writes"),
-        ]
-
-    def rows(self) -> list[tuple[str, str]]:
-        """The summary as ``(label, value)`` rows."""
-        s, agg = self.server, self.aggregator
-        rows = [
-            ("seconds", f"{self.seconds:.2f}"),
-            ("connections", f"{s.connections_total:,} (peak {s.connections_peak:,} at once)"),
-            ("lines", f"{s.lines:,}"),
-            ("bytes received", f"{s.bytes_received:,}"),
-            ("bytes written", f"{agg.bytes_written:,}"),
-            *self.throughput_rows(),
-            ("truncated lines", f"{s.lines_truncated:,} ({s.bytes_discarded:,} bytes discarded)"),
-            ("partial lines", f"{s.partial_lines:,} (kept at disconnect)"),
-            ("idle closed", f"{s.idle_closed:,}"),
-            ("resets", f"{s.resets:,}"),
-            ("errors", f"{agg.writer_errors + agg.callback_errors + s.accept_errors:,}"),
-            ("dropped", f"{agg.dropped:,}"),
-            ("output", self.output + (f" ({self.rotations} rotations)" if self.rotations else "")),
-        ]
-        rows.extend(("error", message) for message in self.final_errors)
-        return rows
-
-
-def format_table(rows: Sequence[tuple[str, str]], indent: str = "  ") -> str:
-    """Rows of ``(label, value)`` as aligned text, one row a line."""
-    width = max((len(label) for label, _ in rows), default=0)
-    return "\n".join(f"{indent}{label:<{width}}  {value}" for label, value in rows)
-
-
-async def _open_unix_listener(path: str) -> trio.SocketListener:
-    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-    try:
-        try:
-            await sock.bind(path)
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE or not await _is_stale_socket(path):
-                raise
-            os.unlink(path)
-            await sock.bind(path)
-        sock.listen(trio.socket.SOMAXCONN)
-    except BaseException:
-        sock.close()
-        raise
-    return trio.SocketListener(sock)
-
-
-async def _is_stale_socket(path: str) -> bool:
-    """Whether *path* is a Unix socket that nobody listens on any more."""
-    try:
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            return False
-    except OSError:  # pragma: no cover - it was there a moment ago
-        return False
-    probe = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-    with probe:
-        try:
-            await probe.connect(path)
-        except ConnectionRefusedError:
-            return True
-        except OSError:  # pragma: no cover - unusual: not ours to remove
-            return False
-    return False
-
-
-def _tcp_listener_address(listener: trio.SocketListener) -> tuple[str, int]:
-    name: tuple[str, int] = listener.socket.getsockname()[:2]
-    return name[0], name[1]
 
 
 class LineServer:
@@ -724,14 +256,14 @@ class LineServer:
             for listener in opened:
                 stack.callback(listener.socket.close)
                 listeners.append(listener)
-                self.tcp_addresses.append(_tcp_listener_address(listener))
+                self.tcp_addresses.append(tcp_listener_address(listener))
         for path in self.options.unix:
             try:
-                listener = await _open_unix_listener(path)
+                listener = await open_unix_listener(path)
             except OSError as exc:
                 raise ServeError(f"cannot listen on unix:{path}: {exc.strerror or exc}") from None
             stack.callback(listener.socket.close)
-            stack.callback(_unlink_if_same, path, os.stat(path).st_ino)
+            stack.callback(unlink_if_same, path, os.stat(path).st_ino)
             listeners.append(listener)
             self.unix_paths.append(path)
         return listeners
@@ -905,15 +437,6 @@ class LineServer:
         if self._status_shown:
             self.stderr.write("\r\x1b[K")
             self._status_shown = False
-
-
-def _unlink_if_same(path: str, inode: int) -> None:
-    """Remove the socket file *path* unless something else has replaced it."""
-    try:
-        if os.lstat(path).st_ino == inode:
-            os.unlink(path)
-    except OSError:
-        pass
 
 
 async def run_server(

@@ -1,0 +1,234 @@
+"""Reading lines from many connections at once: `LineCollector`.
+
+How a connection is read (`LineCollector.handle`): bytes are received in chunks of up to
+`RECEIVE_SIZE` and cut into lines by a `LineSplitter`. All the complete lines of one
+chunk are handed to the aggregator as one write, so they stay together and in order;
+the aggregator never splits a write, so a line is never interleaved with another.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
+from ._serve_statistics import Counters, ServerStatistics
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+__all__ = ["ACCEPT_RETRY_DELAY", "RECEIVE_SIZE", "SHUTDOWN_IDLE", "LineCollector"]
+
+RECEIVE_SIZE = 64 * 1024
+"""The most bytes read from a connection at once."""
+
+SHUTDOWN_IDLE = 0.2
+"""Seconds of silence after which a connection is closed once shutdown has begun."""
+
+ACCEPT_RETRY_DELAY = 0.1
+"""Seconds to wait before accepting again after running out of file descriptors or memory."""
+
+_ACCEPT_CAPACITY_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("EMFILE", "ENFILE", "ENOMEM", "ENOBUFS")
+    if hasattr(errno, name)
+)
+
+
+class _Connection:
+    __slots__ = ("scope",)
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+
+
+class LineCollector:
+    """Reads lines from many connections and hands them, whole, to *write*.
+
+    Args:
+        write: Called with the complete lines of each chunk read (`Aggregator.write`).
+        max_line_bytes: Longer lines are truncated (see the module docs).
+        idle_timeout: Close a connection silent for this long (None: never).
+        max_connections: Connections served at once (None: no limit).
+        shutdown_idle: After `stop`, close a connection silent for this long.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[bytes], Awaitable[object]],
+        *,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        idle_timeout: float | None = None,
+        max_connections: int | None = None,
+        shutdown_idle: float = SHUTDOWN_IDLE,
+    ) -> None:
+        self._write_fn = write
+        self._max_line_bytes = max_line_bytes
+        self._idle_timeout = idle_timeout
+        self._slots = trio.Semaphore(max_connections) if max_connections else None
+        self._shutdown_idle = shutdown_idle
+        self._counters = Counters()
+        self._connections: set[_Connection] = set()
+        self._accept_scopes: set[trio.CancelScope] = set()
+        self._nursery: trio.Nursery | None = None
+        self._stopping = False
+        self._grace_deadline = math.inf
+
+    @property
+    def stopping(self) -> bool:
+        """Whether `stop` was called."""
+        return self._stopping
+
+    def statistics(self) -> ServerStatistics:
+        """A snapshot of the counters."""
+        c = self._counters
+        return ServerStatistics(**{name: getattr(c, name) for name in Counters.__slots__})
+
+    def _receive_deadline(self) -> float:
+        now = trio.current_time()
+        deadline = now + self._idle_timeout if self._idle_timeout else math.inf
+        if self._stopping:
+            deadline = min(deadline, now + self._shutdown_idle, self._grace_deadline)
+        return deadline
+
+    async def _write(self, chunk: bytes) -> None:
+        await self._write_fn(chunk)
+        self._counters.lines += chunk.count(b"\n")
+
+    async def handle(self, stream: trio.abc.ReceiveStream) -> None:
+        """Read *stream* until it ends, writing its lines; then close it."""
+        counters = self._counters
+        conn = _Connection()
+        self._connections.add(conn)
+        counters.connections_open += 1
+        counters.connections_total += 1
+        counters.connections_peak = max(counters.connections_peak, counters.connections_open)
+        splitter = LineSplitter(self._max_line_bytes, counters)
+        try:
+            while True:
+                data: bytes | bytearray = b""
+                conn.scope = trio.CancelScope(deadline=self._receive_deadline())
+                with conn.scope:
+                    try:
+                        data = await stream.receive_some(RECEIVE_SIZE)
+                    except trio.BrokenResourceError:
+                        counters.resets += 1
+                        break
+                if conn.scope.cancelled_caught:
+                    if not self._stopping:
+                        counters.idle_closed += 1
+                    break
+                if not data:
+                    break
+                counters.bytes_received += len(data)
+                chunk = splitter.feed(data)
+                if chunk:
+                    await self._write(chunk)
+            chunk = splitter.finish()
+            if chunk:
+                await self._write(chunk)
+        finally:
+            self._connections.discard(conn)
+            counters.connections_open -= 1
+            await trio.aclose_forcefully(stream)
+
+    async def _serve_connection(
+        self,
+        stream: trio.abc.ReceiveStream,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        slots = self._slots
+        acquired = slots is None
+        try:
+            if slots is not None:
+                await slots.acquire()
+                acquired = True
+        finally:
+            if not acquired:  # cancelled while waiting for a slot
+                await trio.aclose_forcefully(stream)
+        task_status.started()
+        try:
+            await self.handle(stream)
+        finally:
+            if slots is not None:
+                slots.release()
+
+    def _accept_deadline(self) -> float:
+        if not self._stopping:
+            return math.inf
+        return min(trio.current_time() + self._shutdown_idle, self._grace_deadline)
+
+    async def _accept(self, listener: trio.abc.Listener[trio.abc.Stream]) -> trio.abc.Stream | None:
+        """The next connection; None once stopping and none came for ``shutdown_idle``."""
+        while True:
+            with trio.CancelScope(deadline=self._accept_deadline()) as scope:
+                self._accept_scopes.add(scope)
+                try:
+                    return await listener.accept()
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                        raise
+                    self._counters.accept_errors += 1
+                finally:
+                    self._accept_scopes.discard(scope)
+            if scope.cancelled_caught:
+                return None
+            await trio.sleep(ACCEPT_RETRY_DELAY)
+
+    async def _accept_loop(
+        self, listener: trio.abc.Listener[trio.abc.Stream], nursery: trio.Nursery
+    ) -> None:
+        try:
+            while True:
+                stream = await self._accept(listener)
+                if stream is None:
+                    return
+                # Waits for a free slot (max_connections) before accepting again.
+                await nursery.start(self._serve_connection, stream)
+        finally:
+            await trio.aclose_forcefully(listener)
+
+    async def serve(
+        self,
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Accept connections on every listener and `handle` each one.
+
+        Returns once `stop` was called and every connection has ended; the listeners are
+        closed by then.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                for listener in listeners:
+                    nursery.start_soon(self._accept_loop, listener, nursery)
+                task_status.started()
+        finally:
+            self._nursery = None
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting; give connections at most *grace* seconds to finish.
+
+        Connections the system has already queued are still accepted: a listener is
+        closed once no connection came for ``shutdown_idle`` seconds. A connection is
+        closed as soon as its client closes it, or it has been silent for
+        ``shutdown_idle`` seconds. Whatever is left when *grace* runs out is closed.
+        """
+        now = trio.current_time()
+        self._grace_deadline = min(self._grace_deadline, now + grace)
+        self._stopping = True
+        deadline = min(now + self._shutdown_idle, self._grace_deadline)
+        for scope in (*self._accept_scopes, *(conn.scope for conn in self._connections)):
+            scope.deadline = min(scope.deadline, deadline)
+
+    def abort(self) -> None:
+        """Stop at once: cancel every connection, even one waiting to write."""
+        self.stop(0)
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()

@@ -1,0 +1,112 @@
+"""Cutting one connection's bytes into whole lines, in bounded memory: `LineSplitter`.
+
+Over-long lines: a line longer than ``max_line_bytes`` (newline not counted) is
+**truncated**. Its first ``max_line_bytes`` bytes are written at once, as one line
+ending in a newline, and the rest, up to the next newline, is read and discarded. Both
+are counted (`ServerStatistics.lines_truncated`, `ServerStatistics.bytes_discarded`).
+So a client that never sends a newline costs at most ``max_line_bytes`` of memory.
+A final line without a newline, when a client disconnects, is kept (a newline is added).
+"""
+
+from __future__ import annotations
+
+from ._serve_statistics import Counters
+
+__all__ = ["DEFAULT_MAX_LINE_BYTES", "LineSplitter"]
+
+DEFAULT_MAX_LINE_BYTES = 64 * 1024
+
+
+class LineSplitter:
+    """Cuts one connection's bytes into whole lines, in bounded memory.
+
+    `feed` returns the complete lines found so far (each ending in ``\\n``) as one
+    `bytes`; a line longer than *max_line_bytes* is truncated as the module docs say.
+    `finish` returns the last, unterminated line, with a newline added.
+    """
+
+    __slots__ = ("_counters", "_discarding", "_max", "_pending")
+
+    def __init__(self, max_line_bytes: int, counters: Counters | None = None) -> None:
+        if max_line_bytes < 1:
+            raise ValueError(f"max_line_bytes must be >= 1, not {max_line_bytes}")
+        self._max = max_line_bytes
+        self._pending = bytearray()
+        self._discarding = False
+        self._counters = counters if counters is not None else Counters()
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the line being received (never more than *max_line_bytes*)."""
+        return len(self._pending)
+
+    @property
+    def statistics(self) -> Counters:
+        """The counters this splitter updates (``lines_truncated``, ``bytes_discarded``...)."""
+        return self._counters
+
+    def feed(self, data: bytes | bytearray) -> bytes:
+        """The complete lines that *data* finishes, joined; ``b""`` if none."""
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        pending = self._pending
+        if not self._discarding and len(data) <= self._max:
+            # Fast path: only the line that *pending* starts can be too long.
+            first = data.find(b"\n")
+            if first < 0:
+                if len(pending) + len(data) <= self._max:
+                    pending += data
+                    return b""
+            elif len(pending) + first <= self._max:
+                last = data.rfind(b"\n")
+                out = bytes(pending) + data[: last + 1] if pending else data[: last + 1]
+                self._pending = bytearray(data[last + 1 :])
+                return out
+        return self._feed_slow(data)
+
+    def _feed_slow(self, data: bytes) -> bytes:
+        counters = self._counters
+        pending = self._pending
+        out = bytearray()
+        pos = 0
+        size = len(data)
+        while pos < size:
+            newline = data.find(b"\n", pos)
+            if self._discarding:
+                if newline < 0:
+                    counters.bytes_discarded += size - pos
+                    break
+                counters.bytes_discarded += newline - pos
+                self._discarding = False
+                pos = newline + 1
+                continue
+            end = size if newline < 0 else newline
+            room = self._max - len(pending)
+            if end - pos > room:
+                out += pending
+                out += data[pos : pos + room]
+                out += b"\n"
+                pending.clear()
+                counters.lines_truncated += 1
+                self._discarding = True
+                pos += room
+                continue
+            if newline < 0:
+                pending += data[pos:]
+                break
+            if pending:
+                out += pending
+                pending.clear()
+            out += data[pos : newline + 1]
+            pos = newline + 1
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        """The final line if it had no newline (with one added); ``b""`` otherwise."""
+        self._discarding = False
+        if not self._pending:
+            return b""
+        line = bytes(self._pending) + b"\n"
+        self._pending.clear()
+        self._counters.partial_lines += 1
+        return line

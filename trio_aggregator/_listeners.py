@@ -1,0 +1,94 @@
+"""Where ``serve`` listens: ``HOST:PORT`` addresses, and Unix sockets.
+
+A Unix socket file left behind by a server that is gone is replaced; one that a live
+server answers on is not. The server removes its socket files when it stops, unless
+something else has replaced them meanwhile.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import trio
+
+__all__ = [
+    "format_address",
+    "open_unix_listener",
+    "parse_tcp_address",
+    "tcp_listener_address",
+    "unlink_if_same",
+]
+
+
+def parse_tcp_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[V6HOST]:PORT`` for IPv6) as ``(host, port)``.
+
+    Raises:
+        ValueError: The text is not of that form, or the port is not in 0..65535.
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"write an IPv6 address in brackets, as [{host}]:{port_text}")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be a number in 0..65535, got {port_text!r}")
+    return host, int(port_text)
+
+
+def format_address(host: str, port: int) -> str:
+    """The inverse of `parse_tcp_address`."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def open_unix_listener(path: str) -> trio.SocketListener:
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    try:
+        try:
+            await sock.bind(path)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or not await _is_stale_socket(path):
+                raise
+            os.unlink(path)
+            await sock.bind(path)
+        sock.listen(trio.socket.SOMAXCONN)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(sock)
+
+
+async def _is_stale_socket(path: str) -> bool:
+    """Whether *path* is a Unix socket that nobody listens on any more."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return False
+    except OSError:  # pragma: no cover - it was there a moment ago
+        return False
+    probe = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    with probe:
+        try:
+            await probe.connect(path)
+        except ConnectionRefusedError:
+            return True
+        except OSError:  # pragma: no cover - unusual: not ours to remove
+            return False
+    return False
+
+
+def tcp_listener_address(listener: trio.SocketListener) -> tuple[str, int]:
+    name: tuple[str, int] = listener.socket.getsockname()[:2]
+    return name[0], name[1]
+
+
+def unlink_if_same(path: str, inode: int) -> None:
+    """Remove the socket file *path* unless something else has replaced it."""
+    try:
+        if os.lstat(path).st_ino == inode:
+            os.unlink(path)
+    except OSError:
+        pass

@@ -1,0 +1,121 @@
+"""The numbers of a ``serve`` run.
+
+`Counters` are the live totals a `LineCollector` and its `LineSplitter` objects update;
+`ServerStatistics` is a snapshot of them; `ServeSummary` is what a `LineServer` reports
+when it has finished, shown with `format_table`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._statistics import AggregatorStatistics
+
+__all__ = ["Counters", "ServeSummary", "ServerStatistics", "format_table"]
+
+
+@attrs.frozen(kw_only=True)
+class ServerStatistics:
+    """Counters of a `LineCollector` (a snapshot)."""
+
+    connections_open: int
+    connections_total: int
+    connections_peak: int
+    lines: int
+    """Lines handed to the aggregator (truncated and final partial lines included)."""
+    bytes_received: int
+    lines_truncated: int
+    bytes_discarded: int
+    """Bytes of over-long lines thrown away (past ``max_line_bytes``)."""
+    partial_lines: int
+    """Final lines without a newline, kept at disconnect."""
+    idle_closed: int
+    resets: int
+    """Connections that ended with an error (reset by the peer...)."""
+    accept_errors: int
+
+
+class Counters:
+    """The mutable totals a `LineCollector` and its `LineSplitter` objects update."""
+
+    __slots__ = (
+        "accept_errors",
+        "bytes_discarded",
+        "bytes_received",
+        "connections_open",
+        "connections_peak",
+        "connections_total",
+        "idle_closed",
+        "lines",
+        "lines_truncated",
+        "partial_lines",
+        "resets",
+    )
+
+    def __init__(self) -> None:
+        self.accept_errors = self.bytes_discarded = 0
+        self.bytes_received = self.connections_open = self.connections_peak = 0
+        self.connections_total = self.idle_closed = self.lines = self.lines_truncated = 0
+        self.partial_lines = self.resets = 0
+
+
+@attrs.frozen(kw_only=True)
+class ServeSummary:
+    """What a `LineServer` did, once it has finished."""
+
+    seconds: float
+    output: str
+    server: ServerStatistics
+    aggregator: AggregatorStatistics
+    rotations: int
+    final_errors: tuple[str, ...] = ()
+    """Problems met while closing the output (a failed final fsync...)."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether every line received was written: no writer error, drop or failed fsync."""
+        agg = self.aggregator
+        return not (agg.writer_errors or agg.callback_errors or agg.dropped or self.final_errors)
+
+    def throughput_rows(self) -> list[tuple[str, str]]:
+        """The ``lines/s``, ``MB/s``, ``writer calls`` and ``peak buffer`` rows."""
+        agg = self.aggregator
+        seconds = max(self.seconds, 1e-9)
+        return [
+            ("lines/s", f"{self.server.lines / seconds:,.0f}"),
+            ("MB/s", f"{agg.bytes_written / seconds / 1e6:,.1f}"),
+            ("writer calls", f"{agg.writer_calls:,}"),
+            ("peak buffer", f"{agg.peak_nb_processing:,} / {agg.buffer_size:,} writes"),
+        ]
+
+    def rows(self) -> list[tuple[str, str]]:
+        """The summary as ``(label, value)`` rows."""
+        s, agg = self.server, self.aggregator
+        rows = [
+            ("seconds", f"{self.seconds:.2f}"),
+            ("connections", f"{s.connections_total:,} (peak {s.connections_peak:,} at once)"),
+            ("lines", f"{s.lines:,}"),
+            ("bytes received", f"{s.bytes_received:,}"),
+            ("bytes written", f"{agg.bytes_written:,}"),
+            *self.throughput_rows(),
+            ("truncated lines", f"{s.lines_truncated:,} ({s.bytes_discarded:,} bytes discarded)"),
+            ("partial lines", f"{s.partial_lines:,} (kept at disconnect)"),
+            ("idle closed", f"{s.idle_closed:,}"),
+            ("resets", f"{s.resets:,}"),
+            ("errors", f"{agg.writer_errors + agg.callback_errors + s.accept_errors:,}"),
+            ("dropped", f"{agg.dropped:,}"),
+            ("output", self.output + (f" ({self.rotations} rotations)" if self.rotations else "")),
+        ]
+        rows.extend(("error", message) for message in self.final_errors)
+        return rows
+
+
+def format_table(rows: Sequence[tuple[str, str]], indent: str = "  ") -> str:
+    """Rows of ``(label, value)`` as aligned text, one row a line."""
+    width = max((len(label) for label, _ in rows), default=0)
+    return "\n".join(f"{indent}{label:<{width}}  {value}" for label, value in rows)
