@@ -1,27 +1,37 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from trio_aggregator import AggregatorConfig
 
+Payload = bytes | list[bytes]
+
 
 class Recorder:
-    """A writer that records every call, and can be told to block or fail."""
+    """An async writer that records each call (a copy of a list) and the time it ended.
 
-    def __init__(self) -> None:
+    With a *gate*, every call waits for it first; without one, with *checkpoint*, every
+    call checkpoints once. With a *delay*, every call then sleeps that long (in mock time
+    under ``autojump_clock``). A call whose data `fail_on` accepts raises `OSError`
+    instead of being recorded. `running` and `max_running` count concurrent calls.
+    """
+
+    def __init__(
+        self, *, gate: trio.Event | None = None, delay: float = 0.0, checkpoint: bool = False
+    ) -> None:
         self.calls: list[Any] = []
+        self.times: list[float] = []
+        self.gate = gate
+        self.delay = delay
+        self.checkpoint = checkpoint
         self.running = 0
         self.max_running = 0
-        self.gate: trio.Event | None = None
         self.fail_on: Callable[[Any], bool] = lambda data: False
-
-    @property
-    def data(self) -> bytes:
-        return b"".join(c if isinstance(c, bytes) else b"".join(c) for c in self.calls)
 
     async def __call__(self, data: Any) -> None:
         self.running += 1
@@ -29,19 +39,42 @@ class Recorder:
         try:
             if self.gate is not None:
                 await self.gate.wait()
-            else:
+            elif self.checkpoint:
                 await trio.lowlevel.checkpoint()
+            if self.delay:
+                await trio.sleep(self.delay)
             if self.fail_on(data):
                 raise OSError(f"cannot write {data!r}")
-            self.calls.append(data)
+            self.calls.append(list(data) if isinstance(data, list) else data)
+            self.times.append(trio.current_time())
         finally:
             self.running -= 1
+
+    def items(self) -> list[bytes]:
+        """The written items, for writers fed newline-terminated items or lists."""
+        return flatten(self.calls)
 
 
 @pytest.fixture
 def recorder() -> Recorder:
-    return Recorder()
+    return Recorder(checkpoint=True)
 
 
-def config_for(writer: Callable[[Any], object], **kwargs: Any) -> AggregatorConfig:
+def flatten(calls: Sequence[Payload]) -> list[bytes]:
+    """The items of *calls*: a list's items, and a `bytes` call cut into lines."""
+    out: list[bytes] = []
+    for call in calls:
+        if isinstance(call, bytes):
+            out.extend(call.splitlines(keepends=True))
+        else:
+            out.extend(call)
+    return out
+
+
+def config(writer: Callable[[Any], object], **kwargs: Any) -> AggregatorConfig:
     return AggregatorConfig(writer=writer, **kwargs)
+
+
+async def settle() -> None:
+    """Let every task run until all are blocked (the receiver parks)."""
+    await trio.testing.wait_all_tasks_blocked()

@@ -8,76 +8,15 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from trio_aggregator import Aggregator, AggregatorConfig, open_aggregator
+from trio_aggregator import Aggregator, open_aggregator
 
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-Payload = bytes | list[bytes]
-
-
-class Recorder:
-    """An async writer that records each call (a copy of its argument) and when it ended.
-
-    With a *gate*, every call waits for it first; with a *delay*, every call sleeps that
-    long (in mock time); with *yield_each*, every call checkpoints once.
-    """
-
-    def __init__(
-        self, *, gate: trio.Event | None = None, delay: float = 0.0, yield_each: bool = False
-    ) -> None:
-        self.calls: list[Payload] = []
-        self.times: list[float] = []
-        self.gate = gate
-        self.delay = delay
-        self.yield_each = yield_each
-        self.active = 0
-        self.max_active = 0
-
-    async def __call__(self, data: Payload) -> None:
-        self.active += 1
-        self.max_active = max(self.max_active, self.active)
-        try:
-            if self.gate is not None:
-                await self.gate.wait()
-            if self.delay:
-                await trio.sleep(self.delay)
-            if self.yield_each:
-                await trio.sleep(0)
-            self.calls.append(data if isinstance(data, bytes) else list(data))
-            self.times.append(trio.current_time())
-        finally:
-            self.active -= 1
-
-    def items(self) -> list[bytes]:
-        """The written items, for writers fed newline-terminated items or lists."""
-        return flatten(self.calls)
-
-
-def flatten(calls: Sequence[Payload]) -> list[bytes]:
-    out: list[bytes] = []
-    for call in calls:
-        if isinstance(call, bytes):
-            out.extend(call.splitlines(keepends=True))
-        else:
-            out.extend(call)
-    return out
-
-
-def config(writer: Any, **kwargs: Any) -> AggregatorConfig:
-    return AggregatorConfig(writer=writer, **kwargs)
-
-
-async def settle() -> None:
-    """Let every task run until all are blocked (the receiver parks)."""
-    await trio.testing.wait_all_tasks_blocked()
-
+from .conftest import Payload, Recorder, config, flatten, settle
 
 # --------------------------------------------------------------------------- composition
 
@@ -423,7 +362,7 @@ BATCH_CONFIGS = [
 async def test_order_exactly_once_and_whole_items(
     options: dict[str, Any], buffer_size: float, autojump_clock: trio.testing.MockClock
 ) -> None:
-    writer = Recorder(yield_each=True)
+    writer = Recorder(checkpoint=True)
     cfg = config(writer, buffer_size=buffer_size, **options)
     producers, per = 6, 30
     sent: list[bytes] = []

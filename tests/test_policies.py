@@ -15,47 +15,23 @@ from hypothesis import strategies as st
 
 from trio_aggregator import (
     Aggregator,
-    AggregatorConfig,
     AggregatorStatistics,
     _drops,
     open_aggregator,
 )
 
+from .conftest import Payload, Recorder, config, settle
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-Payload = bytes | list[bytes]
-
-
-class Recorder:
-    """An async writer recording each call; *gate* makes every call wait for it first."""
-
-    def __init__(self, *, gate: trio.Event | None = None, delay: float = 0.0) -> None:
-        self.calls: list[Payload] = []
-        self.gate = gate
-        self.delay = delay
-
-    async def __call__(self, data: Payload) -> None:
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.delay:
-            await trio.sleep(self.delay)
-        self.calls.append(data if isinstance(data, bytes) else list(data))
-
 
 def flatten(calls: Sequence[Payload]) -> list[bytes]:
+    """The items of *calls*: a list's items, and a `bytes` call as one item."""
     out: list[bytes] = []
     for call in calls:
         out.extend([call] if isinstance(call, bytes) else call)
     return out
-
-
-def config(writer: Any, **kwargs: Any) -> AggregatorConfig:
-    return AggregatorConfig(writer=writer, **kwargs)
-
-
-async def settle() -> None:
-    await trio.testing.wait_all_tasks_blocked()
 
 
 async def busy_writer(agg: Aggregator) -> None:
