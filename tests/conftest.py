@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_aggregator import AggregatorConfig
+from trio_aggregator import AggregatorConfig, FileSink
 
 Payload = bytes | list[bytes]
 
@@ -78,3 +78,18 @@ def config(writer: Callable[[Any], object], **kwargs: Any) -> AggregatorConfig:
 async def settle() -> None:
     """Let every task run until all are blocked (the receiver parks)."""
     await trio.testing.wait_all_tasks_blocked()
+
+
+def fail_first_file_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the first `FileSink` write fail with ENOSPC (28); the later ones go through."""
+    real = FileSink.write_blocking
+    calls = 0
+
+    def first_write_fails(self: FileSink, data: bytes) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError(28, "No space left on device")
+        real(self, data)
+
+    monkeypatch.setattr(FileSink, "write_blocking", first_write_fails)

@@ -26,11 +26,12 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from trio_aggregator import FileSink
 from trio_aggregator import _cli as cli
 from trio_aggregator._cli import build_parser, main, parse_size
 from trio_aggregator._demo import demo_lines, verify_demo_output
 from trio_aggregator._serve import ServeOptions
+
+from .conftest import fail_first_file_write
 
 if TYPE_CHECKING:
     from collections.abc import Generator
@@ -149,17 +150,7 @@ def test_interrupted(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixt
 def test_demo_in_process_logs_errors_without_traceback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    real = FileSink.write_blocking
-    calls = 0
-
-    def first_write_fails(self: FileSink, data: bytes) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise OSError(28, "No space left on device")
-        real(self, data)
-
-    monkeypatch.setattr(FileSink, "write_blocking", first_write_fails)
+    fail_first_file_write(monkeypatch)
     logger = logging.getLogger("trio_aggregator")
     handlers = list(logger.handlers)
     assert main(["demo", "--clients", "2", "--lines", "20", "--quiet"]) == 1

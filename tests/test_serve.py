@@ -32,6 +32,8 @@ from trio_aggregator._listeners import format_address, parse_tcp_address, unlink
 from trio_aggregator._serve import LineServer, ServeError, ServeOptions, run_server
 from trio_aggregator._serve_statistics import format_table
 
+from .conftest import fail_first_file_write
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -743,17 +745,7 @@ async def test_demo_fails_when_verification_fails(
 async def test_demo_fails_when_the_server_loses_lines(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = FileSink.write_blocking
-    calls = 0
-
-    def first_write_fails(self: FileSink, data: bytes) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(self, data)
-
-    monkeypatch.setattr(FileSink, "write_blocking", first_write_fails)
+    fail_first_file_write(monkeypatch)
     out = io.StringIO()
     options = DemoOptions(clients=3, lines=50, keep=True, quiet=True)
     assert await run_demo(options, stdout=out, stderr=io.StringIO()) == 1
