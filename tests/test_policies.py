@@ -516,6 +516,24 @@ def failing_on(marker: bytes, exc_type: type[Exception] = OSError) -> tuple[Any,
     return writer, written
 
 
+class FlakyWriter:
+    """A writer that raises `OSError` on its first *failures* calls, then records the data.
+
+    `times` holds the time of every call, failed or not.
+    """
+
+    def __init__(self, failures: float = math.inf) -> None:
+        self.failures = failures
+        self.times: list[float] = []
+        self.written: list[Payload] = []
+
+    def __call__(self, data: Payload) -> None:
+        self.times.append(trio.current_time())
+        if len(self.times) <= self.failures:
+            raise OSError(f"attempt {len(self.times)} fails")
+        self.written.append(data)
+
+
 async def test_on_writer_error_continue_records_counts_and_goes_on() -> None:
     writer, written = failing_on(b"bad")
     cfg = config(writer, buffer_size=10)
@@ -720,20 +738,14 @@ async def test_a_sync_writer_returning_an_awaitable_is_awaited_on_retries_too(
 
 
 async def test_retries_wait_a_doubling_backoff(autojump_clock: trio.testing.MockClock) -> None:
-    times: list[float] = []
-
-    def writer(data: bytes) -> None:
-        times.append(trio.current_time())
-        if len(times) <= 4:
-            raise OSError("transient")
-
+    writer = FlakyWriter(failures=4)
     cfg = config(writer, writer_retries=5, writer_retry_backoff=1.0)
     async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
         t0 = trio.current_time()
         await agg.write(b"x")
         await agg.flush()
         stats = agg.statistics()
-    assert [t - t0 for t in times] == pytest.approx([0, 1, 3, 7, 15])
+    assert [t - t0 for t in writer.times] == pytest.approx([0, 1, 3, 7, 15])
     assert stats.writer_calls == 5
     assert stats.writer_errors == 4
     assert stats.items_written == 1
@@ -743,13 +755,8 @@ async def test_retries_wait_a_doubling_backoff(autojump_clock: trio.testing.Mock
 async def test_retry_backoff_is_capped_at_ten_seconds_then_the_policy_applies(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    times: list[float] = []
+    writer = FlakyWriter()
     dead: list[object] = []
-
-    def writer(data: bytes) -> None:
-        times.append(trio.current_time())
-        raise OSError("down")
-
     cfg = config(
         writer,
         writer_retries=5,
@@ -762,7 +769,7 @@ async def test_retry_backoff_is_capped_at_ten_seconds_then_the_policy_applies(
         await agg.write(b"x")
         await agg.flush()
         stats = agg.statistics()
-    assert [t - t0 for t in times] == pytest.approx([0, 3, 9, 19, 29, 39])
+    assert [t - t0 for t in writer.times] == pytest.approx([0, 3, 9, 19, 29, 39])
     assert dead == [b"x"]  # once, after the last retry
     assert stats.writer_calls == 6
     assert stats.writer_errors == 6
@@ -770,19 +777,13 @@ async def test_retry_backoff_is_capped_at_ten_seconds_then_the_policy_applies(
 
 
 async def test_zero_backoff_retries_at_once(autojump_clock: trio.testing.MockClock) -> None:
-    attempts: list[float] = []
-
-    def writer(data: bytes) -> None:
-        attempts.append(trio.current_time())
-        if len(attempts) < 3:
-            raise OSError("again")
-
+    writer = FlakyWriter(failures=2)
     cfg = config(writer, writer_retries=2, writer_retry_backoff=0)
     async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
         await agg.write(b"x")
         await agg.flush()
         assert agg.statistics().items_written == 1
-    assert len(set(attempts)) == 1
+    assert len(set(writer.times)) == 1
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -832,56 +833,37 @@ async def test_a_retry_never_reorders(batch: int, autojump_clock: trio.testing.M
 async def test_writes_are_accepted_while_a_retry_waits(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    writer, written = failing_on(b"never")
-    attempts = 0
-
-    def flaky(data: bytes) -> None:
-        nonlocal attempts
-        attempts += 1
-        if attempts == 1:
-            raise OSError("once")
-        writer(data)
-
+    writer = FlakyWriter(failures=1)
     cfg = config(
-        flaky, buffer_size=2, when_full="drop_newest", writer_retries=1, writer_retry_backoff=5.0
+        writer, buffer_size=2, when_full="drop_newest", writer_retries=1, writer_retry_backoff=5.0
     )
     async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
         await agg.write(b"first")
         await trio.sleep(1)  # the retry is waiting
-        assert written == []
+        assert writer.written == []
         assert agg.write_nowait(b"b") == 1
         assert agg.write_nowait(b"c") == 1
         assert agg.write_nowait(b"d") == 0  # when_full applies once the buffer fills
         await agg.flush()
-    assert written == [b"first", b"b", b"c"]
+    assert writer.written == [b"first", b"b", b"c"]
     assert agg.statistics().dropped_full == 1
 
 
 async def test_flush_waits_for_retries(autojump_clock: trio.testing.MockClock) -> None:
-    attempts = 0
-
-    def writer(data: bytes) -> None:
-        nonlocal attempts
-        attempts += 1
-        if attempts < 3:
-            raise OSError
-
+    writer = FlakyWriter(failures=2)
     cfg = config(writer, writer_retries=2, writer_retry_backoff=2.0)
     async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
         t0 = trio.current_time()
         await agg.write(b"x")
         await agg.flush()
         assert trio.current_time() - t0 == pytest.approx(6.0)
-        assert attempts == 3
+        assert len(writer.times) == 3
 
 
 async def test_stop_during_a_retry_backoff_is_bounded_by_drain_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    def writer(data: bytes) -> None:
-        raise OSError("down")
-
-    cfg = config(writer, writer_retries=10, writer_retry_backoff=5.0, drain_timeout=2.0)
+    cfg = config(FlakyWriter(), writer_retries=10, writer_retry_backoff=5.0, drain_timeout=2.0)
     agg = Aggregator(cfg)
     async with trio.open_nursery() as nursery:
         await agg.start(nursery)
