@@ -24,7 +24,7 @@ class Recorder:
     def __init__(
         self, *, gate: trio.Event | None = None, delay: float = 0.0, checkpoint: bool = False
     ) -> None:
-        self.calls: list[Any] = []
+        self.calls: list[Payload] = []
         self.times: list[float] = []
         self.gate = gate
         self.delay = delay
@@ -33,7 +33,7 @@ class Recorder:
         self.max_running = 0
         self.fail_on: Callable[[Any], bool] = lambda data: False
 
-    async def __call__(self, data: Any) -> None:
+    async def __call__(self, data: Payload) -> None:
         self.running += 1
         self.max_running = max(self.max_running, self.running)
         try:
