@@ -781,3 +781,14 @@ async def test_waiting_from_inside_the_writer_fails_loudly() -> None:
             assert agg.is_running
     assert len(seen) == 3
     assert all("receiver task would wait for itself" in str(e) for e in seen)
+
+
+async def test_statistics_from_another_thread() -> None:
+    async with trio.open_nursery() as nursery:
+        async with open_aggregator(nursery, AggregatorConfig(writer=print)) as agg:
+            await agg.write(b"x\n")
+            await agg.flush()
+            stats = await trio.to_thread.run_sync(agg.statistics)
+    assert stats.is_running
+    assert stats.items_written == 1
+    assert stats.uptime >= 0.0

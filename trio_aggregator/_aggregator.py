@@ -13,6 +13,7 @@ data delivered, within ``drain_timeout``.
 from __future__ import annotations
 
 import inspect
+import time
 from collections import deque
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
@@ -127,6 +128,7 @@ class Aggregator(trio.abc.AsyncResource):
         self._park_scope: trio.CancelScope | None = None
         self._receiver_task: trio.lowlevel.Task | None = None
         self._started_at = 0.0
+        self._started_monotonic = 0.0
         # Gate and buffer accounting.
         self._waiters: deque[_Waiter] = deque()
         self._size_waiting = 0
@@ -171,8 +173,17 @@ class Aggregator(trio.abc.AsyncResource):
 
     @property
     def uptime(self) -> float:
-        """Seconds since the current run started; 0.0 when stopped."""
-        return trio.current_time() - self._started_at if self._running else 0.0
+        """Seconds since the current run started; 0.0 when stopped.
+
+        Inside Trio it is read on Trio's clock; from another thread (a metrics exporter
+        calling `statistics`), on `time.monotonic`.
+        """
+        if not self._running:
+            return 0.0
+        try:
+            return trio.current_time() - self._started_at
+        except RuntimeError:  # not in Trio's thread
+            return time.monotonic() - self._started_monotonic
 
     async def start(self, nursery: trio.Nursery) -> None:
         """Start the receiver and timer tasks in *nursery*.
@@ -257,6 +268,7 @@ class Aggregator(trio.abc.AsyncResource):
         self._running = self._accepting = True
         self._stopping = False
         self._started_at = trio.current_time()
+        self._started_monotonic = time.monotonic()
         self._peak = 0
         self._open_senders = 0
         self._sync_due = False
