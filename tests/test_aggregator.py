@@ -792,3 +792,22 @@ async def test_statistics_from_another_thread() -> None:
     assert stats.is_running
     assert stats.items_written == 1
     assert stats.uptime >= 0.0
+
+
+async def test_run_as_a_service() -> None:
+    out: list[bytes] = []
+    agg = Aggregator(AggregatorConfig(writer=out.append, buffer_size=10))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(agg.run)
+        assert agg.is_running
+        for i in range(10):
+            agg.write_nowait(b"%d" % i)
+        await agg.stop()  # run() returns, and the nursery can close
+    assert out == [b"%d" % i for i in range(10)]
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(agg.run)
+            agg.write_nowait(b"last")
+            scope.cancel()  # a cancelled service still drains
+    assert out[-1] == b"last"
+    assert not agg.is_running

@@ -207,6 +207,16 @@ class Aggregator(trio.abc.AsyncResource):
         # Running from here on: writes are buffered until the receiver first runs.
         await trio.lowlevel.checkpoint()
 
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until stopped, as a Trio service: ``await nursery.start(agg.run)``.
+
+        Returns once `stop` or `aclose` has finished (or, cancelled, once the buffer
+        has been drained, within ``drain_timeout``).
+        """
+        async with trio.open_nursery() as nursery:
+            await self.start(nursery)
+            task_status.started()
+
     async def stop(self) -> None:
         """Stop intake, deliver everything accepted, end the timers, then return.
 
