@@ -13,6 +13,7 @@ TEST_DEPS = [
     "pytest-trio>=0.8",
     "hypothesis>=6.150",
     "coverage[toml]>=7.10",
+    "prometheus-client>=0.20",  # the optional trio_aggregator.prometheus (tests, typecheck)
 ]
 LINT_DEPS = ["ruff>=0.15"]
 TYPE_DEPS = ["mypy>=1.18", "pyright>=1.1.400", *TEST_DEPS]

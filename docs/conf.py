@@ -85,6 +85,8 @@ nitpick_ignore_regex = [
     ),
     # Literal values shown in signatures (``Literal['block', ...]``).
     (r"py:.*", r"'.*'"),
+    # prometheus-client, in trio_aggregator.prometheus's annotations.
+    (r"py:.*", r"(prometheus_client(\..*)?|CollectorRegistry|Collector|Metric)"),
     # Module-private aliases that appear in annotations (``WhenFull``, ``OnWriterError``).
     (r"py:.*", r"(trio_aggregator\.)?(_[a-z_]+\.)?(WhenFull|OnWriterError|Writer|Callback)"),
 ]

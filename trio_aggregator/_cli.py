@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import logging
 import sys
 from typing import TYPE_CHECKING, NoReturn
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "main", "parse_size"]
 
 PROG = "trio-aggregator"
+METRICS_HOST = "127.0.0.1"
+"""Where ``--metrics PORT`` serves: the loopback address (metrics need no authentication)."""
 
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2}
 _SIZE_UNITS.update({"MB": 1024**2, "MIB": 1024**2, "G": 1024**3, "GB": 1024**3, "GIB": 1024**3})
@@ -46,6 +49,9 @@ examples:
       rotate app.log -> app.log.1 ... app.log.7 at 100 MiB
   {PROG} serve -o - --quiet | grep ERROR
       lines to standard output, no status line
+  {PROG} serve --metrics 9464
+      also serve Prometheus metrics on http://127.0.0.1:9464/metrics
+      (needs the extra: python -m pip install 'trio-aggregator[prometheus]')
   echo hello | nc -N 127.0.0.1 5140
       send one line (OpenBSD netcat; -q0 with traditional netcat)
 
@@ -113,6 +119,11 @@ def _tcp(text: str) -> tuple[str, int]:
         return parse_tcp_address(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _metrics_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, or a bare ``PORT`` on the loopback address."""
+    return _tcp(f"{METRICS_HOST}:{text}" if text.isdigit() else text)
 
 
 def _count(minimum: int) -> functools.partial[int]:
@@ -254,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     display.add_argument(
         "-q", "--quiet", action="store_true", help="no status line on standard error"
     )
+    display.add_argument(
+        "--metrics",
+        metavar="[HOST:]PORT",
+        type=_metrics_address,
+        help=f"serve Prometheus metrics over HTTP here (host default {METRICS_HOST}; needs"
+        " the 'prometheus' extra)",
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -308,6 +326,7 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
         drain_timeout=args.drain_timeout,
         quiet=args.quiet,
         status_interval=args.status_interval or None,
+        metrics=args.metrics,
     )
 
 
@@ -334,12 +353,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if args.command == "serve":
+            serve_parser = args.command_parser
+            assert isinstance(serve_parser, argparse.ArgumentParser)
             try:
                 options: ServeOptions | DemoOptions = _serve_options(args)
             except ValueError as exc:
-                serve_parser = args.command_parser
-                assert isinstance(serve_parser, argparse.ArgumentParser)
                 serve_parser.error(str(exc))
+            if args.metrics is not None:
+                try:
+                    importlib.import_module("trio_aggregator.prometheus")
+                except ImportError as exc:
+                    serve_parser.error(f"--metrics: {exc}")
         else:
             options = DemoOptions(
                 clients=args.clients,

@@ -8,7 +8,9 @@ complete line goes, whole, into one output through one `Aggregator`. The parts:
 * `LineCollector` (``_collector``) accepts connections and hands the complete lines of
   each chunk read to the aggregator, as one write;
 * ``_listeners`` parses addresses and opens the TCP and Unix listeners;
-* ``_serve_statistics`` holds the counters and the summary printed at the end.
+* ``_serve_statistics`` holds the counters and the summary printed at the end;
+* `trio_aggregator.prometheus` exports the aggregator's metrics over HTTP, with
+  ``metrics`` (it needs the ``prometheus`` extra).
 
 This module puts them together: the options, the output sink, the aggregator, the
 signals and the status line.
@@ -29,10 +31,12 @@ connection at once.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import signal
 import sys
-from contextlib import ExitStack
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
@@ -54,6 +58,8 @@ from ._sinks import FileSink, RotatingFileSink
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+    from prometheus_client import CollectorRegistry
 
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
@@ -153,6 +159,12 @@ class ServeOptions:
     announce: bool = True
     """Print the ``listening on`` lines first and a summary at the end, on stderr."""
 
+    metrics: tuple[str, int] | None = None
+    """Serve the aggregator's Prometheus metrics over HTTP on this ``(host, port)``.
+
+    It needs prometheus-client (the ``prometheus`` extra); None: no metrics.
+    """
+
     def __attrs_post_init__(self) -> None:
         if not self.tcp and not self.unix:
             raise ValueError("give at least one TCP address or Unix socket path")
@@ -185,6 +197,9 @@ class LineServer:
         )
         self.tcp_addresses: list[tuple[str, int]] = []
         self.unix_paths: list[str] = []
+        self.metrics_address: tuple[str, int] | None = None
+        """Where the metrics are served (the real port when asked for port 0)."""
+        self._metrics_registry: CollectorRegistry | None = None
         self.summary: ServeSummary | None = None
         self.exit_code: int | None = None
         self._shutdown_requested = False
@@ -244,7 +259,7 @@ class LineServer:
                 f"cannot open output {opts.output!r} for appending: {exc.strerror or exc}"
             ) from None
 
-    async def _open_listeners(self, stack: ExitStack) -> list[trio.SocketListener]:
+    async def _open_listeners(self, stack: AsyncExitStack) -> list[trio.SocketListener]:
         listeners: list[trio.SocketListener] = []
         for host, port in self.options.tcp:
             try:
@@ -306,13 +321,19 @@ class LineServer:
             ServeError: The output cannot be opened or an address cannot be listened on.
         """
         try:
-            with ExitStack() as stack:
+            async with AsyncExitStack() as stack:
                 sink = self._open_sink()
                 stack.callback(sink.close)
                 listeners = await self._open_listeners(stack)
+                stop_metrics = await self._start_metrics()
+                if stop_metrics is not None:
+                    stack.push_async_callback(_in_thread_shielded, stop_metrics)
                 if self.options.announce:
                     for address in self.addresses:
                         self.message(f"listening on {address}")
+                    if self.metrics_address is not None:
+                        metrics = format_address(*self.metrics_address)
+                        self.message(f"metrics on http://{metrics}/metrics")
                 if handle_signals:
                     receiver = stack.enter_context(
                         trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
@@ -354,6 +375,10 @@ class LineServer:
             aggregator = self._aggregator = await connect_aggregator(
                 nursery, self._aggregator_config(sink)
             )
+            if self._metrics_registry is not None:
+                from .prometheus import AggregatorCollector  # importable: _start_metrics checked
+
+                self._metrics_registry.register(AggregatorCollector(aggregator))
             try:
                 if receiver is not None:
                     nursery.start_soon(self._watch_signals, receiver)
@@ -367,6 +392,38 @@ class LineServer:
             finally:
                 await aggregator.aclose()
                 nursery.cancel_scope.cancel()
+
+    async def _start_metrics(self) -> Callable[[], None] | None:
+        """Start the metrics HTTP server if ``metrics`` asks for it; what stops it.
+
+        It serves `_metrics_registry`, where `_serve` registers the aggregator.
+        """
+        if self.options.metrics is None:
+            return None
+        host, port = self.options.metrics
+        try:
+            # First: its ImportError names the extra to install.
+            importlib.import_module(".prometheus", __package__)
+            from prometheus_client import CollectorRegistry, start_http_server
+        except ImportError as exc:
+            raise ServeError(str(exc)) from None
+        registry = self._metrics_registry = CollectorRegistry()
+        try:
+            httpd, thread = await trio.to_thread.run_sync(
+                functools.partial(start_http_server, port, addr=host, registry=registry)
+            )
+        except OSError as exc:
+            raise ServeError(
+                f"cannot serve metrics on {format_address(host, port)}: {exc.strerror or exc}"
+            ) from None
+        self.metrics_address = (host, httpd.server_port)
+
+        def stop() -> None:  # blocks up to 0.5 s: the server polls at that interval
+            httpd.shutdown()
+            httpd.server_close()
+            thread.join()
+
+        return stop
 
     async def _close_sink(self, sink: FileSink) -> tuple[str, ...]:
         """fsync and close the output; the problems met, as messages."""
@@ -437,6 +494,11 @@ class LineServer:
         if self._status_shown:
             self.stderr.write("\r\x1b[K")
             self._status_shown = False
+
+
+async def _in_thread_shielded(fn: Callable[[], object]) -> None:
+    with trio.CancelScope(shield=True):
+        await trio.to_thread.run_sync(fn)
 
 
 async def run_server(
