@@ -114,6 +114,7 @@ class Aggregator(trio.abc.AsyncResource):
         self._closed = False
         self._running = False
         self._accepting = False
+        self._plain_accept = False  # accepting, and no max_item_bytes: bytes go as they are
         self._stopping = False
         self._run_number = 0
         self._last_nursery: trio.Nursery | None = None
@@ -276,6 +277,7 @@ class Aggregator(trio.abc.AsyncResource):
         else:
             self._timers_done.set()
         self._running = self._accepting = True
+        self._plain_accept = self._max_item is None
         self._stopping = False
         self._started_at = trio.current_time()
         self._started_monotonic = time.monotonic()
@@ -287,7 +289,7 @@ class Aggregator(trio.abc.AsyncResource):
         """Close the gate, end the timers and give the receiver ``drain_timeout`` to finish."""
         if self._stopping:
             return
-        self._accepting = False
+        self._accepting = self._plain_accept = False
         self._stopping = True
         self._reject_waiters(lambda w: True, AggregatorClosedError("the aggregator stopped"))
         self._timers_scope.cancel()
@@ -297,7 +299,7 @@ class Aggregator(trio.abc.AsyncResource):
     def _end_run(
         self, send: trio.MemorySendChannel[bytes], recv: trio.MemoryReceiveChannel[bytes]
     ) -> None:
-        self._accepting = False
+        self._accepting = self._plain_accept = False
         send.close()
         recv.close()
         self._running = False
@@ -323,7 +325,10 @@ class Aggregator(trio.abc.AsyncResource):
         """
         # The same steps as `submit`, repeated here to spare every write a coroutine.
         await checkpoint_if_cancelled()
-        item = self._accept_check(data, None)
+        if type(data) is bytes and self._plain_accept:
+            item = data
+        else:
+            item = self._accept_check(data, None)
         if item and not self._offer(item):
             return await self._no_room(item, None)
         await cancel_shielded_checkpoint()
@@ -444,10 +449,8 @@ class Aggregator(trio.abc.AsyncResource):
                 return 0
             self._send.send_nowait(item)
             seq = self._accepted_total = self._accepted_total + 1
-            buffered = self._nb_buf = buffered + 1
+            self._nb_buf = buffered + 1  # its high-water mark: see `_note_peak`
             self._size_buf += len(item)
-            if buffered + self._nb_held > self._peak:
-                self._peak = buffered + self._nb_held
         if not seq & _SAMPLE_MASK:
             self._samples.append((seq, trio.current_time()))
         return seq
@@ -616,6 +619,7 @@ class Aggregator(trio.abc.AsyncResource):
 
     def _abandon(self, recv: trio.MemoryReceiveChannel[bytes], reason: str) -> None:
         """Count what the receiver will never deliver: held, in flight, and still buffered."""
+        self._note_peak()
         lost = self._inflight_items + self._nb_held
         self._inflight_items = self._nb_held = self._size_held = 0
         while True:
@@ -635,8 +639,19 @@ class Aggregator(trio.abc.AsyncResource):
             )
         self._check_flushes()
 
+    def _note_peak(self) -> None:
+        """Keep the high-water mark of `nb_processing`.
+
+        Writers only ever raise it, so its highs come just before the receiver (or an
+        eviction) lowers it; noting it there, and in `statistics`, spares every write.
+        """
+        level = self._nb_buf + self._nb_held
+        if level > self._peak:
+            self._peak = level
+
     def _evict_oldest(self) -> None:
         """drop_oldest: discard the oldest buffered item (a producer calls this)."""
+        self._note_peak()
         item = self._recv.receive_nowait()
         self._nb_buf -= 1
         self._size_buf -= len(item)
@@ -665,6 +680,7 @@ class Aggregator(trio.abc.AsyncResource):
         """The oldest buffered item, or else the oldest blocked write (there is one)."""
         if not self._nb_buf:  # exact, and cheaper than a receive_nowait that raises
             return self._take_waiter()
+        self._note_peak()
         item = recv.receive_nowait()
         self._nb_buf -= 1
         self._size_buf -= len(item)
@@ -796,6 +812,7 @@ class Aggregator(trio.abc.AsyncResource):
         while len(batch) < max_items:
             if self._nb_buf and max_bytes is None:
                 # The usual case, kept tight: take a run of buffered items, count it once.
+                self._note_peak()
                 count = min(max_items - len(batch), self._nb_buf)
                 receive = recv.receive_nowait
                 run = [receive() for _ in range(count)]
@@ -827,8 +844,7 @@ class Aggregator(trio.abc.AsyncResource):
         """Count items taken into a batch that is not handed to the writer yet."""
         self._nb_held += count
         self._size_held += size
-        if self._nb_buf + self._nb_held > self._peak:
-            self._peak = self._nb_buf + self._nb_held
+        self._note_peak()
         if self._waiters:
             self._admit_waiters()
 
@@ -991,7 +1007,7 @@ class Aggregator(trio.abc.AsyncResource):
             size_waiting=self._size_waiting,
             nb_processing=self.nb_processing,
             size_processing=self.size_processing,
-            peak_nb_processing=self._peak,
+            peak_nb_processing=max(self._peak, self.nb_processing),  # read-only: any thread
             open_senders=self._open_senders,
             items_accepted=self._accepted_total,
             items_written=self._items_written,
