@@ -339,7 +339,10 @@ class Aggregator(trio.abc.AsyncResource):
 
         Under ``when_full="drop_newest"`` or ``"drop_oldest"`` it drops as `write` does.
         """
-        item = self._accept_check(data, None)
+        if type(data) is bytes and self._plain_accept:
+            item = data
+        else:
+            item = self._accept_check(data, None)
         if item and not self._offer(item):
             return self._no_room_nowait(item)
         return len(item)
@@ -498,8 +501,10 @@ class Aggregator(trio.abc.AsyncResource):
         return False
 
     async def _wait_for_room(self, item: bytes, sender: AggregatorSender | None) -> int:
-        self._refuse_from_receiver("write")
-        waiter = _Waiter(item, sender, trio.lowlevel.current_task())
+        task = trio.lowlevel.current_task()
+        if task is self._receiver_task:
+            self._refuse_from_receiver("write")
+        waiter = _Waiter(item, sender, task)
         self._waiters.append(waiter)
         self._size_waiting += len(item)
 
