@@ -1,81 +1,84 @@
-"""`AggregatorSender`: one producer's send channel into an aggregator."""
+"""`AggregatorSender`: one producer's clone of the aggregator's send channel."""
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import trio
 
-from ._errors import AggregatorClosedError
+from ._lowlevel import checkpoint
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
-    from ._aggregator import Aggregator
+    from ._intake import Intake
 
 
 class AggregatorSender(trio.abc.SendChannel[bytes]):
-    """A `trio.abc.SendChannel` over a clone of the aggregator's memory channel.
+    """A `trio.abc.SendChannel` that sends on its own clone of the aggregator's channel.
 
-    Hand one to each producer task (`Aggregator.sender`, then `clone`); it follows the
-    rules of `Aggregator.write`. Closing it closes only this clone. Once the aggregator
-    stops, every sender of that run raises `AggregatorClosedError`.
+    Hand one to each producer task (`Aggregator.sender`, then `clone`). A send follows
+    the rules of `Aggregator.write`, and a send that waits for room waits in the memory
+    channel itself, on this clone. Closing it closes only this clone; once the
+    aggregator stops, every sender of that run raises `AggregatorClosedError`.
     """
 
-    __slots__ = ("_aggregator", "_channel", "_closed", "_run")
+    __slots__ = ("_clone", "_closed", "_intake")
 
-    def __init__(
-        self, aggregator: Aggregator, channel: trio.MemorySendChannel[bytes], run: int
-    ) -> None:
-        self._aggregator = aggregator
-        self._channel = channel
-        self._run = run
+    def __init__(self, intake: Intake) -> None:
+        self._intake = intake
+        self._clone = intake.open_clone()
         self._closed = False
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise trio.ClosedResourceError("this sender was closed")
-        if (
-            self._run != self._aggregator._run_number  # pyright: ignore[reportPrivateUsage]
-            or not self._aggregator.is_running
-        ):
-            raise AggregatorClosedError("the aggregator this sender belongs to has stopped")
 
     async def send(self, value: Buffer) -> None:
         """Queue *value* (copied), waiting for room like `Aggregator.write`."""
-        await self._aggregator.submit(value, self)
+        await self._intake.put(self._clone, value)
 
     def send_nowait(self, value: Buffer) -> None:
         """Queue *value* now, or raise `trio.WouldBlock` like `Aggregator.write_nowait`."""
-        self._aggregator.submit_nowait(value, self)
+        self._intake.put_nowait(self._clone, value)
 
     def clone(self) -> AggregatorSender:
         """Another sender for another producer task, independent of this one."""
-        self._check_open()
-        return self._aggregator.new_sender()
+        if self._closed:
+            raise trio.ClosedResourceError("this sender was closed")
+        return AggregatorSender(self._intake)
 
     def close(self) -> None:
         """Close this sender (idempotent).
 
         Tasks blocked in its `send` get `trio.ClosedResourceError`.
         """
-        if self._closed:
-            return
-        self._closed = True
-        self._channel.close()
-        self._aggregator.sender_closed(self)
+        if not self._closed:
+            self._closed = True
+            self._intake.close_clone(self._clone)
 
     async def aclose(self) -> None:
         """Close this sender; a checkpoint, like every async method."""
         self.close()
-        await trio.lowlevel.checkpoint()
+        await checkpoint()
 
     @property
     def closed(self) -> bool:
         """Whether `close` was called on this sender."""
         return self._closed
 
+    def statistics(self) -> trio.MemoryChannelStatistics:
+        """Trio's statistics of the memory channel this sender sends on."""
+        return self._clone.statistics()
+
     @property
     def channel(self) -> trio.MemorySendChannel[bytes]:
-        """The clone of the memory channel's send side that this sender holds."""
-        return self._channel
+        """Deprecated: the clone this sender sends on.
+
+        Sending on it directly would skip the checks and the accounting of `send`; use
+        `send` and `send_nowait`, and `statistics` for the channel's statistics.
+        """
+        warnings.warn(
+            "AggregatorSender.channel is deprecated: use send()/send_nowait() to write,"
+            " and statistics() for the channel's statistics",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._clone

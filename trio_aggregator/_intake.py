@@ -1,0 +1,233 @@
+"""`Intake`: the producers' side of one run, in front of the memory channel.
+
+Every write, whether `Aggregator.write` on the aggregator's own send end or
+`AggregatorSender.send` on a producer's clone, goes through one body here: checks,
+``send_nowait`` on that channel, and when the channel is full, ``when_full``. Under
+``"block"`` the write waits in the channel's own queue (``await channel.send``), so
+backpressure, FIFO wake-ups and cancellation are Trio's. Only the byte budget, when
+set, has a line of its own in front of the channel (`ByteBudget`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._errors import AggregatorClosedError
+from ._lowlevel import (
+    cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
+    enable_ki_protection,
+)
+
+if TYPE_CHECKING:
+    from ._budget import ByteBudget
+    from ._config import AggregatorConfig
+    from ._flushes import Flushes
+    from ._ledger import Ledger
+    from ._lowlevel import ReceiverGuard
+
+Channel = trio.MemorySendChannel[bytes]
+
+
+def as_bytes(data: object) -> bytes:
+    """The bytes of a write, copied where the caller could change them later."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)  # pyright: ignore[reportUnknownArgumentType]
+    raise TypeError(f"write() takes bytes, bytearray or memoryview, not {type(data).__name__}")
+
+
+class Intake:
+    """Accepts writes for one run: the checks, the accounting and ``when_full``."""
+
+    __slots__ = (
+        "_budget",
+        "_flushes",
+        "_guard",
+        "_ledger",
+        "_max_item",
+        "_plain",
+        "_policy",
+        "_recv",
+        "_send",
+        "accepting",
+        "clones",
+    )
+
+    def __init__(
+        self,
+        config: AggregatorConfig,
+        ledger: Ledger,
+        channel: tuple[Channel, trio.MemoryReceiveChannel[bytes]],
+        *,
+        budget: ByteBudget | None,
+        flushes: Flushes,
+        guard: ReceiverGuard,
+    ) -> None:
+        self._send, self._recv = channel
+        self._ledger = ledger
+        self._budget = budget
+        self._flushes = flushes
+        self._guard = guard
+        self._policy = config.when_full
+        self._max_item = config.max_item_bytes
+        self._plain = self._max_item is None and budget is None  # bytes go in as they are
+        self.accepting = True
+        """False once the run stops: every write raises `AggregatorClosedError`."""
+        self.clones: set[Channel] = set()
+        """The send channels of the open `AggregatorSender` objects of this run."""
+
+    # ------------------------------------------------------------ writes
+
+    @enable_ki_protection
+    def put_nowait(self, channel: Channel, data: object) -> int:
+        """Put *data* in now, or apply ``when_full`` (`trio.WouldBlock` for block/raise)."""
+        item = data if type(data) is bytes and self._plain else self._checked(data)
+        if not item:
+            return self._empty(channel)
+        try:
+            if self._budget is None:
+                channel.send_nowait(item)
+            else:
+                self._send_within_budget(channel, item)
+        except trio.WouldBlock:
+            return self._full(channel, item)
+        except trio.ClosedResourceError:
+            raise self._closed_error() from None
+        self._ledger.accept(item)
+        return len(item)
+
+    @enable_ki_protection
+    async def put(self, channel: Channel, data: object) -> int:
+        """Put *data* in, waiting in the channel (or the byte line) while it is full."""
+        await checkpoint_if_cancelled()
+        try:
+            size = self.put_nowait(channel, data)
+        except trio.WouldBlock:
+            if self._policy != "block":
+                raise
+            return await self._wait_for_room(channel, as_bytes(data))
+        await cancel_shielded_checkpoint()
+        return size
+
+    def _checked(self, data: object) -> bytes:
+        if not self.accepting:
+            raise AggregatorClosedError("the aggregator is not running")
+        item = as_bytes(data)
+        if self._max_item is not None and len(item) > self._max_item:
+            raise ValueError(
+                f"write of {len(item)} bytes is larger than max_item_bytes={self._max_item}"
+            )
+        return item
+
+    def _empty(self, channel: Channel) -> int:
+        """An empty write queues nothing, but a closed sender or run still says so."""
+        if not self.accepting or (channel is not self._send and channel not in self.clones):
+            raise self._closed_error()
+        return 0
+
+    def _closed_error(self) -> trio.ClosedResourceError:
+        if self.accepting:
+            return trio.ClosedResourceError("this sender was closed")
+        return AggregatorClosedError("the aggregator is not running")
+
+    def _send_within_budget(self, channel: Channel, item: bytes) -> None:
+        assert self._budget is not None
+        if not self._budget.try_reserve(len(item)):
+            raise trio.WouldBlock
+        try:
+            channel.send_nowait(item)
+        except BaseException:
+            self._budget.release(len(item))
+            raise
+
+    def _full(self, channel: Channel, item: bytes) -> int:
+        """No room: evict (drop_oldest), drop (drop_newest) or raise `trio.WouldBlock`."""
+        policy = self._policy
+        if policy == "drop_oldest" and self._evict_for(channel, item):
+            return len(item)
+        if policy in ("block", "raise"):
+            raise trio.WouldBlock
+        self._ledger.drops.add("full")
+        return 0
+
+    def _evict_for(self, channel: Channel, item: bytes) -> bool:
+        """Evict the oldest buffered items until *item* goes in; False if none is left."""
+        while self._evict_oldest():
+            try:
+                if self._budget is None:
+                    channel.send_nowait(item)
+                else:
+                    self._send_within_budget(channel, item)
+            except trio.WouldBlock:
+                continue
+            self._ledger.accept(item)
+            return True
+        return False
+
+    def _evict_oldest(self) -> bool:
+        try:
+            old = self._recv.receive_nowait()
+        except trio.WouldBlock:
+            return False
+        ledger = self._ledger
+        ledger.note_peak()
+        ledger.take(old)
+        ledger.forget_sample(ledger.taken)
+        ledger.drops.add("oldest")
+        if self._budget is not None:
+            self._budget.release(len(old))
+        self._flushes.check()
+        return True
+
+    async def _wait_for_room(self, channel: Channel, item: bytes) -> int:
+        self._guard.refuse("write")
+        ledger = self._ledger
+        size = len(item)
+        ticket = self._flushes.ticket()
+        ledger.block(item)
+        reserved = False
+        try:
+            if self._budget is not None:
+                await self._budget.reserve(size)
+                reserved = True
+            await channel.send(item)
+        except BaseException as exc:
+            ledger.unblock(item)
+            if reserved:
+                assert self._budget is not None
+                self._budget.release(size)
+            self._flushes.gave_up(ticket)
+            if type(exc) is trio.ClosedResourceError:
+                raise self._closed_error() from None
+            raise
+        ledger.resume(item)
+        return size
+
+    # ------------------------------------------------------------ senders and stop
+
+    def open_clone(self) -> Channel:
+        """A new clone of the send channel, for a new `AggregatorSender`."""
+        if not self.accepting:
+            raise AggregatorClosedError("the aggregator is not running")
+        clone = self._send.clone()
+        self.clones.add(clone)
+        return clone
+
+    @enable_ki_protection
+    def close_clone(self, clone: Channel) -> None:
+        """Close a sender's clone: its blocked writes raise `trio.ClosedResourceError`."""
+        self.clones.discard(clone)
+        clone.close()
+
+    @enable_ki_protection
+    def close(self) -> None:
+        """Stop accepting: close every send end, so the receiver drains, then ends."""
+        self.accepting = False
+        if self._budget is not None:
+            self._budget.close()
+        self._send.close()
+        for clone in self.clones:
+            clone.close()
+        self.clones.clear()

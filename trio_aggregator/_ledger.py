@@ -1,0 +1,230 @@
+"""`Ledger`: every count an aggregator keeps, in one place.
+
+The producers' side (`Intake`) and the receiver update it; `Aggregator.statistics`
+reads it. Items are numbered by their place in the memory channel, which is first in,
+first out: ``taken`` counts the items that have left it (taken by the receiver or
+evicted), so "every item up to number n is settled" is a single integer.
+
+A write that had to wait is counted as waiting until its own task resumes, even after
+the channel moved it into the buffer; if the receiver takes it before that, it
+*adopts* it (counts it as accepted and taken at once), so no count ever goes negative.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._drops import DropCounter
+from ._error_log import ErrorLog
+from ._statistics import AggregatorStatistics
+
+if TYPE_CHECKING:
+    from ._config import AggregatorConfig
+
+SAMPLE_MASK = 15
+"""One item in 16 accepted without waiting has its buffered time measured."""
+SAMPLE_WINDOW = 1024
+"""How many recent buffered-time samples the percentiles are computed over."""
+
+
+class Ledger:
+    """The counts of one aggregator: levels of the current run and totals since the first."""
+
+    __slots__ = (
+        "_blocked",
+        "_buffered_times",
+        "_samples",
+        "accepted",
+        "async_runs",
+        "async_skipped",
+        "bytes_written",
+        "callback_errors",
+        "drops",
+        "errors",
+        "items_written",
+        "nb_buffered",
+        "nb_held",
+        "nb_waiting",
+        "peak",
+        "size_buffered",
+        "size_held",
+        "size_waiting",
+        "sync_runs",
+        "taken",
+        "unsettled_from",
+        "writer_calls",
+        "writer_errors",
+    )
+
+    def __init__(self, config: AggregatorConfig) -> None:
+        self.errors = ErrorLog(config.max_errors)
+        self.drops = DropCounter()
+        self.accepted = 0
+        """Items accepted into the channel since the first start."""
+        self.taken = 0
+        """Items that left the channel (taken by the receiver or evicted)."""
+        self.items_written = self.bytes_written = self.writer_calls = self.writer_errors = 0
+        self.callback_errors = self.sync_runs = self.async_runs = self.async_skipped = 0
+        self._blocked: dict[int, int] = {}
+        self._samples: deque[tuple[int, float]] = deque()
+        self._buffered_times: deque[float] = deque(maxlen=SAMPLE_WINDOW)
+        self.new_run()
+
+    def new_run(self) -> None:
+        """Levels start from zero with each run (the totals go on)."""
+        self.nb_buffered = self.size_buffered = 0  # accepted, still in the channel
+        self.nb_held = self.size_held = 0  # taken by the receiver, not handed to the writer
+        self.nb_waiting = self.size_waiting = 0
+        self.peak = 0
+        self.unsettled_from = 0  # number of the oldest item the receiver holds; 0: none
+        self._blocked.clear()
+        self._samples.clear()
+
+    # ------------------------------------------------------------ writes that wait
+
+    def block(self, item: bytes) -> None:
+        """Count *item* as waiting: its write found no room."""
+        self.nb_waiting += 1
+        self.size_waiting += len(item)
+        key = id(item)
+        self._blocked[key] = self._blocked.get(key, 0) + 1
+
+    def unblock(self, item: bytes) -> bool:
+        """The write of *item* resumed: False if the receiver already adopted it."""
+        key = id(item)
+        left = self._blocked.get(key, 0)
+        if not left:
+            return False
+        if left == 1:
+            del self._blocked[key]
+        else:  # the same bytes object written by several tasks at once: same size
+            self._blocked[key] = left - 1
+        self.nb_waiting -= 1
+        self.size_waiting -= len(item)
+        return True
+
+    @property
+    def any_blocked(self) -> bool:
+        """Whether some waiting write has not resumed yet (takes must check for adoption)."""
+        return bool(self._blocked)
+
+    def accept(self, item: bytes) -> None:
+        """Count *item* as accepted into the channel without waiting.
+
+        One such item in 16 has its buffered time measured: it entered the channel
+        behind every accepted or waiting item, so its number is known.
+        """
+        self.nb_buffered += 1
+        self.size_buffered += len(item)
+        self.accepted += 1
+        if not self.accepted & SAMPLE_MASK:
+            self._samples.append((self.accepted + self.nb_waiting, trio.current_time()))
+
+    def resume(self, item: bytes) -> None:
+        """The write of *item* waited and is now in the channel, unless already adopted."""
+        if self.unblock(item):
+            self.nb_buffered += 1
+            self.size_buffered += len(item)
+            self.accepted += 1
+
+    # ------------------------------------------------------------ taking
+
+    def take(self, item: bytes) -> None:
+        """Count *item* as having left the channel, adopting it if its write waits still."""
+        if self._blocked and self.unblock(item):
+            self.accepted += 1
+        else:
+            self.nb_buffered -= 1
+            self.size_buffered -= len(item)
+        self.taken += 1
+
+    def hold(self, count: int, size: int) -> None:
+        """Items just taken are held by the receiver until handed to the writer."""
+        if not self.unsettled_from:
+            self.unsettled_from = self.taken - count + 1
+        self.nb_held += count
+        self.size_held += size
+
+    def note_peak(self) -> None:
+        """Keep the high-water mark of the processing level.
+
+        Writers only ever raise it, so its highs come just before the receiver (or an
+        eviction) lowers it; noting it there, and in `snapshot`, spares every write.
+        """
+        level = self.nb_buffered + self.nb_held
+        if level > self.peak:
+            self.peak = level
+
+    @property
+    def settled(self) -> int:
+        """The number n such that items 1..n are all settled (written, or dropped)."""
+        start = self.unsettled_from
+        return start - 1 if start else self.taken
+
+    # ------------------------------------------------------------ buffered time
+
+    def measure_handover(self, last: int) -> None:
+        """The sampled items up to number *last* are being handed to the writer now."""
+        samples = self._samples
+        if samples and samples[0][0] <= last:
+            now = trio.current_time()
+            while samples and samples[0][0] <= last:
+                self._buffered_times.append(now - samples.popleft()[1])
+
+    def forget_sample(self, number: int) -> None:
+        """Item *number* was evicted: it never reaches the writer."""
+        for index, (sampled, _) in enumerate(self._samples):
+            if sampled >= number:
+                if sampled == number:
+                    del self._samples[index]
+                return
+
+    def forget_samples(self) -> None:
+        """Nothing left will reach the writer (the run was abandoned)."""
+        self._samples.clear()
+
+    # ------------------------------------------------------------ reading
+
+    def snapshot(
+        self, *, is_running: bool, uptime: float, buffer_size: float, open_senders: int
+    ) -> AggregatorStatistics:
+        """Every count as one `AggregatorStatistics`."""
+        times = sorted(self._buffered_times)
+        drops = self.drops.counts
+        processing = self.nb_buffered + self.nb_held
+        return AggregatorStatistics(
+            is_running=is_running,
+            uptime=uptime,
+            buffer_size=buffer_size,
+            nb_waiting=self.nb_waiting,
+            size_waiting=self.size_waiting,
+            nb_processing=processing,
+            size_processing=self.size_buffered + self.size_held,
+            peak_nb_processing=max(self.peak, processing),  # read-only: any thread
+            open_senders=open_senders,
+            items_accepted=self.accepted,
+            items_written=self.items_written,
+            bytes_written=self.bytes_written,
+            writer_calls=self.writer_calls,
+            writer_errors=self.writer_errors,
+            callback_errors=self.callback_errors,
+            sync_runs=self.sync_runs,
+            async_runs=self.async_runs,
+            async_skipped=self.async_skipped,
+            dropped_full=drops["full"],
+            dropped_oldest=drops["oldest"],
+            dropped_drain_timeout=drops["drain_timeout"],
+            dropped_writer_error=drops["writer_error"],
+            dropped=self.drops.total,
+            buffered_time_p50=_percentile(times, 0.50),
+            buffered_time_p99=_percentile(times, 0.99),
+        )
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]

@@ -1,0 +1,255 @@
+"""`Receiver`: the one task that takes items from the channel and hands them to the writer.
+
+It takes what is buffered with ``receive_nowait`` (a batch, when batching), waits with
+``receive`` when there is nothing, and ends on `trio.EndOfChannel`, which the channel
+raises once every send end is closed and everything buffered was taken. ``sync_fn``
+runs in this task, between two writer calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING
+
+import trio
+
+from ._lowlevel import checkpoint
+from ._timers import call_maybe_async
+from ._writer_call import WriterCall
+
+if TYPE_CHECKING:
+    from ._budget import ByteBudget
+    from ._config import AggregatorConfig
+    from ._flushes import Flushes
+    from ._ledger import Ledger
+    from ._writer_call import Payload
+
+YIELD_EVERY = 64
+"""The receiver checkpoints at least once per this many writer calls."""
+
+
+class Receiver:
+    """Takes batches from the memory channel and delivers them, in order, one call at a time."""
+
+    __slots__ = (
+        "_batch",
+        "_batch_bytes",
+        "_budget",
+        "_carry",
+        "_carry_number",
+        "_config",
+        "_flushes",
+        "_in_flight",
+        "_ledger",
+        "_max_bytes",
+        "_max_items",
+        "_recv",
+        "_waker",
+        "_writer",
+        "sync_due",
+    )
+
+    def __init__(
+        self,
+        config: AggregatorConfig,
+        ledger: Ledger,
+        channel: tuple[trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[bytes]],
+        *,
+        budget: ByteBudget | None,
+        flushes: Flushes,
+    ) -> None:
+        self._config = config
+        self._ledger = ledger
+        self._waker, self._recv = channel
+        self._budget = budget
+        self._flushes = flushes
+        self._writer = WriterCall(config, ledger)
+        self._max_items = config.batch_max_items
+        self._max_bytes = config.batch_max_bytes
+        self._batch: list[bytes] = []
+        self._batch_bytes = 0
+        self._carry: bytes | None = None  # taken, but did not fit in batch_max_bytes
+        self._carry_number = 0  # its number (evictions may have taken later ones since)
+        self._in_flight = 0
+        self.sync_due = False
+        """Set by the ``sync_fn`` timer; the receiver runs it before its next batch."""
+
+    async def run(self) -> None:
+        """Deliver until every send end is closed and the channel is drained."""
+        budget = YIELD_EVERY
+        try:
+            while True:
+                if self.sync_due:
+                    await self._run_sync_fn()
+                if not await self._gather():
+                    continue
+                await self._deliver()
+                budget -= 1
+                if not budget:
+                    budget = YIELD_EVERY
+                    await checkpoint()
+        except trio.EndOfChannel:
+            return
+
+    def wake(self) -> None:
+        """Make a receiver that waits for data look at ``sync_due`` and the flushes again."""
+        if self._recv.statistics().tasks_waiting_receive:
+            # Handed straight to the waiting receiver: an empty item is never data.
+            with contextlib.suppress(trio.ClosedResourceError):
+                self._waker.send_nowait(b"")
+
+    def request_sync(self) -> None:
+        """The ``sync_fn`` timer ticked: run it between two writer calls."""
+        self.sync_due = True
+        self.wake()
+
+    # ------------------------------------------------------------ gathering
+
+    async def _gather(self) -> bool:
+        """Gather the next batch; False when woken with nothing to deliver."""
+        if self._carry is not None:
+            self._batch.append(self._carry)
+            self._batch_bytes = len(self._carry)
+            self._carry = None
+        self._fill()
+        if not self._batch:
+            item = await self._recv.receive()
+            if not item:
+                self._flushes.check()
+                return False
+            self._add(item)
+            self._fill()
+        if self._config.batch_linger and not self._done_gathering():
+            await self._linger()
+        return True
+
+    def _add(self, item: bytes) -> None:
+        """Count *item* as taken, and put it in the batch, or carry it to the next one."""
+        ledger = self._ledger
+        ledger.take(item)
+        ledger.hold(1, len(item))
+        max_bytes = self._max_bytes
+        if self._batch and max_bytes is not None and self._batch_bytes + len(item) > max_bytes:
+            self._carry = item
+            self._carry_number = ledger.taken
+        else:
+            self._batch.append(item)
+            self._batch_bytes += len(item)
+
+    def _fill(self) -> None:
+        """Take what is buffered into the batch, up to its limits."""
+        ledger = self._ledger
+        ledger.note_peak()
+        room = self._max_items - len(self._batch)
+        if not ledger.any_blocked and self._max_bytes is None:
+            self._take_run(min(room, ledger.nb_buffered))
+            return
+        receive = self._recv.receive_nowait
+        while room > 0 and self._carry is None:
+            try:
+                item = receive()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
+            self._add(item)
+            room -= 1
+
+    def _take_run(self, count: int) -> None:
+        """Take *count* buffered items at once (no write is waiting: all are counted)."""
+        if count <= 0:
+            return
+        receive = self._recv.receive_nowait
+        run = [receive() for _ in range(count)]
+        size = sum(map(len, run))
+        ledger = self._ledger
+        ledger.nb_buffered -= count
+        ledger.size_buffered -= size
+        ledger.taken += count
+        ledger.hold(count, size)
+        self._batch += run
+        self._batch_bytes += size
+
+    def _done_gathering(self) -> bool:
+        return (
+            len(self._batch) >= self._max_items
+            or self._carry is not None
+            or self.sync_due
+            or bool(self._flushes)
+        )
+
+    async def _linger(self) -> None:
+        """Wait up to ``batch_linger`` for more items; a flush, a tick or a stop cuts it."""
+        with trio.move_on_after(self._config.batch_linger):
+            while not self._done_gathering():
+                try:
+                    item = await self._recv.receive()
+                except trio.EndOfChannel:
+                    return  # stopping: deliver what there is; the next wait ends the run
+                if not item:
+                    return
+                self._add(item)
+                self._fill()
+
+    # ------------------------------------------------------------ delivering
+
+    async def _deliver(self) -> None:
+        batch, nbytes = self._batch, self._batch_bytes
+        count = len(batch)
+        self._batch, self._batch_bytes = [], 0
+        ledger = self._ledger
+        ledger.note_peak()
+        ledger.nb_held -= count
+        ledger.size_held -= nbytes
+        if self._budget is not None:
+            self._budget.release(nbytes)
+        carried = self._carry_number if self._carry is not None else 0
+        ledger.measure_handover(carried - 1 if carried else ledger.taken)
+        payload: Payload = batch
+        if self._config.batch_join:
+            payload = batch[0] if count == 1 else b"".join(batch)
+        self._in_flight = count
+        error = await self._writer.deliver(payload)
+        self._in_flight = 0
+        if error is None:
+            ledger.items_written += count
+            ledger.bytes_written += nbytes
+        else:
+            ledger.drops.add("writer_error", count)
+            await self._writer.dead_letter(payload, error)  # a flush waits for it too
+        ledger.unsettled_from = carried
+        self._flushes.check()
+
+    async def _run_sync_fn(self) -> None:
+        self.sync_due = False
+        fn = self._config.sync_fn
+        assert fn is not None
+        ledger = self._ledger
+        ledger.sync_runs += 1
+        try:
+            await call_maybe_async(fn, self._config.sync_fn_is_async)
+        except Exception as exc:
+            ledger.callback_errors += 1
+            ledger.errors.record(exc, "sync_fn")
+
+    def abandon(self, reason: str) -> None:
+        """Count what will never be delivered: in flight, held, and left in the channel."""
+        ledger = self._ledger
+        ledger.note_peak()
+        lost = self._in_flight + ledger.nb_held
+        self._in_flight = ledger.nb_held = ledger.size_held = 0
+        self._batch, self._batch_bytes, self._carry = [], 0, None
+        while True:
+            try:
+                item = self._recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+            if item:
+                ledger.take(item)
+                lost += 1
+        ledger.unsettled_from = 0
+        ledger.forget_samples()
+        if lost:
+            ledger.drops.add(reason, lost)
+            ledger.errors.record(
+                RuntimeError(f"{lost} item(s) were not delivered ({reason})"), "stop"
+            )
+        self._flushes.check()

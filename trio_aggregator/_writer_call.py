@@ -1,0 +1,91 @@
+"""`WriterCall`: one call of the writer, whatever its kind, with retries and dead letters."""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, cast
+
+import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from ._config import AggregatorConfig
+    from ._ledger import Ledger
+
+Payload = bytes | list[bytes]
+MAX_BACKOFF = 10.0
+"""Seconds: the retry backoff doubles up to this."""
+
+
+async def await_if_awaitable(result: object) -> None:
+    """Await what a callback returned, if it is awaitable."""
+    if result is not None and inspect.isawaitable(result):
+        await result
+
+
+class WriterCall:
+    """Hands payloads to the configured writer and counts what happens."""
+
+    __slots__ = ("_config", "_ledger", "_plain", "_writer")
+
+    def __init__(self, config: AggregatorConfig, ledger: Ledger) -> None:
+        self._config = config
+        self._ledger = ledger
+        self._writer = config.writer
+        self._plain = not (config.writer_is_async or config.writer_thread)
+
+    async def deliver(self, payload: Payload) -> Exception | None:
+        """Call the writer, retrying as configured; the last error if every call failed."""
+        self._ledger.writer_calls += 1
+        try:
+            if self._plain:  # the usual case, kept inline
+                result = self._writer(payload)
+                if result is not None and inspect.isawaitable(result):
+                    await result
+            else:
+                await self._call(payload)
+        except Exception as exc:
+            return await self._retry(payload, exc)
+        return None
+
+    async def _call(self, payload: Payload) -> None:
+        config = self._config
+        if config.writer_thread:
+            await trio.to_thread.run_sync(config.writer, payload)
+        elif config.writer_is_async:
+            await cast("Awaitable[object]", config.writer(payload))
+        else:
+            await await_if_awaitable(config.writer(payload))
+
+    async def _retry(self, payload: Payload, exc: Exception) -> Exception | None:
+        ledger = self._ledger
+        retries = self._config.writer_retries
+        backoff = min(self._config.writer_retry_backoff, MAX_BACKOFF)
+        while True:
+            ledger.writer_errors += 1
+            ledger.errors.record(exc, "writer")
+            if not retries:
+                return exc
+            retries -= 1
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+            ledger.writer_calls += 1
+            try:
+                await self._call(payload)
+            except Exception as again:
+                exc = again
+            else:
+                return None
+
+    async def dead_letter(self, payload: Payload, exc: Exception) -> None:
+        """Apply ``on_writer_error`` to a payload whose writer calls all failed."""
+        policy = self._config.on_writer_error
+        if policy == "raise":
+            raise exc
+        if callable(policy):
+            try:
+                await await_if_awaitable(policy(payload, exc))
+            except Exception as hook_exc:
+                self._ledger.callback_errors += 1
+                self._ledger.errors.record(hook_exc, "on_writer_error hook")
