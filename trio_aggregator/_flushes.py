@@ -29,16 +29,13 @@ class _Flush:
 class Flushes:
     """The flushes waiting in one run, checked each time items are settled."""
 
-    __slots__ = ("_ledger", "_pending", "_tickets")
+    __slots__ = ("_ledger", "_tickets", "pending")
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
-        self._pending: list[_Flush] = []
+        self.pending: list[_Flush] = []
+        """The flushes not done yet (a lingering batch goes at once while there are any)."""
         self._tickets = 0
-
-    def __bool__(self) -> bool:
-        """Whether a flush is waiting (a lingering batch then goes at once)."""
-        return bool(self._pending)
 
     def ticket(self) -> int:
         """A ticket for a write that starts waiting for room."""
@@ -54,27 +51,27 @@ class Flushes:
         """Register a flush for what is accepted or waiting now; its event is set when done."""
         ledger = self._ledger
         flush = _Flush(ledger.accepted + ledger.nb_waiting, self._tickets)
-        self._pending.append(flush)
+        self.pending.append(flush)
         return flush.done
 
     def gave_up(self, ticket: int) -> None:
         """The waiting write with *ticket* will never enter the channel."""
-        for flush in self._pending:
+        for flush in self.pending:
             if ticket <= flush.ticket:
                 flush.target -= 1
         self.check()
 
     def check(self) -> None:
         """Finish the flushes whose items are all settled."""
-        if self._pending:
+        if self.pending:
             settled = self._ledger.settled
-            for flush in self._pending:
+            for flush in self.pending:
                 if flush.target <= settled:
                     flush.done.set()
-            self._pending = [flush for flush in self._pending if not flush.done.is_set()]
+            self.pending = [flush for flush in self.pending if not flush.done.is_set()]
 
     def release_all(self) -> None:
         """The run ended: everything was written or dropped, so every flush is done."""
-        for flush in self._pending:
+        for flush in self.pending:
             flush.done.set()
-        self._pending.clear()
+        self.pending.clear()

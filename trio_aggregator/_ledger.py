@@ -34,12 +34,11 @@ class Ledger:
     """The counts of one aggregator: levels of the current run and totals since the first."""
 
     __slots__ = (
-        "_blocked",
         "_buffered_times",
-        "_samples",
         "accepted",
         "async_runs",
         "async_skipped",
+        "blocked",
         "bytes_written",
         "callback_errors",
         "drops",
@@ -49,6 +48,7 @@ class Ledger:
         "nb_held",
         "nb_waiting",
         "peak",
+        "samples",
         "size_buffered",
         "size_held",
         "size_waiting",
@@ -68,8 +68,10 @@ class Ledger:
         """Items that left the channel (taken by the receiver or evicted)."""
         self.items_written = self.bytes_written = self.writer_calls = self.writer_errors = 0
         self.callback_errors = self.sync_runs = self.async_runs = self.async_skipped = 0
-        self._blocked: dict[int, int] = {}
-        self._samples: deque[tuple[int, float]] = deque()
+        self.blocked: dict[int, int] = {}
+        """Waiting writes not resumed yet, by id of their bytes (a count per object)."""
+        self.samples: deque[tuple[int, float]] = deque()
+        """(number, time accepted) of the sampled items not handed to the writer yet."""
         self._buffered_times: deque[float] = deque(maxlen=SAMPLE_WINDOW)
         self.new_run()
 
@@ -80,8 +82,8 @@ class Ledger:
         self.nb_waiting = self.size_waiting = 0
         self.peak = 0
         self.unsettled_from = 0  # number of the oldest item the receiver holds; 0: none
-        self._blocked.clear()
-        self._samples.clear()
+        self.blocked.clear()
+        self.samples.clear()
 
     # ------------------------------------------------------------ writes that wait
 
@@ -90,26 +92,21 @@ class Ledger:
         self.nb_waiting += 1
         self.size_waiting += len(item)
         key = id(item)
-        self._blocked[key] = self._blocked.get(key, 0) + 1
+        self.blocked[key] = self.blocked.get(key, 0) + 1
 
     def unblock(self, item: bytes) -> bool:
         """The write of *item* resumed: False if the receiver already adopted it."""
         key = id(item)
-        left = self._blocked.get(key, 0)
+        left = self.blocked.get(key, 0)
         if not left:
             return False
         if left == 1:
-            del self._blocked[key]
+            del self.blocked[key]
         else:  # the same bytes object written by several tasks at once: same size
-            self._blocked[key] = left - 1
+            self.blocked[key] = left - 1
         self.nb_waiting -= 1
         self.size_waiting -= len(item)
         return True
-
-    @property
-    def any_blocked(self) -> bool:
-        """Whether some waiting write has not resumed yet (takes must check for adoption)."""
-        return bool(self._blocked)
 
     def accept(self, item: bytes) -> None:
         """Count *item* as accepted into the channel without waiting.
@@ -121,7 +118,7 @@ class Ledger:
         self.size_buffered += len(item)
         self.accepted += 1
         if not self.accepted & SAMPLE_MASK:
-            self._samples.append((self.accepted + self.nb_waiting, trio.current_time()))
+            self.samples.append((self.accepted + self.nb_waiting, trio.current_time()))
 
     def resume(self, item: bytes) -> None:
         """The write of *item* waited and is now in the channel, unless already adopted."""
@@ -134,12 +131,20 @@ class Ledger:
 
     def take(self, item: bytes) -> None:
         """Count *item* as having left the channel, adopting it if its write waits still."""
-        if self._blocked and self.unblock(item):
+        if self.blocked and self.unblock(item):
             self.accepted += 1
         else:
             self.nb_buffered -= 1
             self.size_buffered -= len(item)
         self.taken += 1
+
+    def take_and_hold(self, item: bytes) -> None:
+        """`take` *item* for the receiver, which holds it until it hands it to the writer."""
+        self.take(item)
+        if not self.unsettled_from:
+            self.unsettled_from = self.taken
+        self.nb_held += 1
+        self.size_held += len(item)
 
     def hold(self, count: int, size: int) -> None:
         """Items just taken are held by the receiver until handed to the writer."""
@@ -167,24 +172,27 @@ class Ledger:
     # ------------------------------------------------------------ buffered time
 
     def measure_handover(self, last: int) -> None:
-        """The sampled items up to number *last* are being handed to the writer now."""
-        samples = self._samples
-        if samples and samples[0][0] <= last:
+        """The sampled items up to number *last* are being handed to the writer now.
+
+        Called only when there are samples.
+        """
+        samples = self.samples
+        if samples[0][0] <= last:
             now = trio.current_time()
             while samples and samples[0][0] <= last:
                 self._buffered_times.append(now - samples.popleft()[1])
 
     def forget_sample(self, number: int) -> None:
         """Item *number* was evicted: it never reaches the writer."""
-        for index, (sampled, _) in enumerate(self._samples):
+        for index, (sampled, _) in enumerate(self.samples):
             if sampled >= number:
                 if sampled == number:
-                    del self._samples[index]
+                    del self.samples[index]
                 return
 
     def forget_samples(self) -> None:
         """Nothing left will reach the writer (the run was abandoned)."""
-        self._samples.clear()
+        self.samples.clear()
 
     # ------------------------------------------------------------ reading
 

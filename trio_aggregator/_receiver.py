@@ -9,6 +9,7 @@ runs in this task, between two writer calls.
 from __future__ import annotations
 
 import contextlib
+from inspect import isawaitable
 from typing import TYPE_CHECKING
 
 import trio
@@ -40,9 +41,11 @@ class Receiver:
         "_config",
         "_flushes",
         "_in_flight",
+        "_join",
         "_ledger",
         "_max_bytes",
         "_max_items",
+        "_plain_writer",
         "_recv",
         "_waker",
         "_writer",
@@ -65,6 +68,9 @@ class Receiver:
         self._flushes = flushes
         self._writer = WriterCall(config, ledger)
         self._max_items = config.batch_max_items
+        self._join = config.batch_join
+        plain = not (config.writer_is_async or config.writer_thread)
+        self._plain_writer = config.writer if plain else None
         self._max_bytes = config.batch_max_bytes
         self._batch: list[bytes] = []
         self._batch_bytes = 0
@@ -76,13 +82,29 @@ class Receiver:
 
     async def run(self) -> None:
         """Deliver until every send end is closed and the channel is drained."""
+        recv = self._recv
+        ledger = self._ledger
+        linger = self._config.batch_linger
+        batching = self._max_items > 1
         budget = YIELD_EVERY
         try:
             while True:
                 if self.sync_due:
                     await self._run_sync_fn()
-                if not await self._gather():
-                    continue
+                if self._carry is not None:
+                    self._start_with_carry()
+                if ledger.nb_buffered or ledger.blocked:
+                    self._take_buffered()
+                if not self._batch:
+                    item = await recv.receive()
+                    if not item:  # woken: a timer tick or a flush
+                        self._flushes.check()
+                        continue
+                    self._add(item)
+                    if batching:
+                        self._take_buffered()
+                if linger and not self._done_gathering():
+                    await self._linger()
                 await self._deliver()
                 budget -= 1
                 if not budget:
@@ -105,29 +127,10 @@ class Receiver:
 
     # ------------------------------------------------------------ gathering
 
-    async def _gather(self) -> bool:
-        """Gather the next batch; False when woken with nothing to deliver."""
-        if self._carry is not None:
-            self._batch.append(self._carry)
-            self._batch_bytes = len(self._carry)
-            self._carry = None
-        self._fill()
-        if not self._batch:
-            item = await self._recv.receive()
-            if not item:
-                self._flushes.check()
-                return False
-            self._add(item)
-            self._fill()
-        if self._config.batch_linger and not self._done_gathering():
-            await self._linger()
-        return True
-
     def _add(self, item: bytes) -> None:
         """Count *item* as taken, and put it in the batch, or carry it to the next one."""
         ledger = self._ledger
-        ledger.take(item)
-        ledger.hold(1, len(item))
+        ledger.take_and_hold(item)
         max_bytes = self._max_bytes
         if self._batch and max_bytes is not None and self._batch_bytes + len(item) > max_bytes:
             self._carry = item
@@ -136,13 +139,22 @@ class Receiver:
             self._batch.append(item)
             self._batch_bytes += len(item)
 
-    def _fill(self) -> None:
+    def _start_with_carry(self) -> None:
+        """The item carried over starts the next batch (it is held already)."""
+        assert self._carry is not None
+        self._batch.append(self._carry)
+        self._batch_bytes = len(self._carry)
+        self._carry = None
+
+    def _take_buffered(self) -> None:
         """Take what is buffered into the batch, up to its limits."""
-        ledger = self._ledger
-        ledger.note_peak()
         room = self._max_items - len(self._batch)
-        if not ledger.any_blocked and self._max_bytes is None:
-            self._take_run(min(room, ledger.nb_buffered))
+        ledger = self._ledger
+        if room <= 0:
+            return
+        if room > 1 and not ledger.blocked and self._max_bytes is None:
+            if ledger.nb_buffered:  # all of them are in the channel: take a run at once
+                self._take_run(min(room, ledger.nb_buffered))
             return
         receive = self._recv.receive_nowait
         while room > 0 and self._carry is None:
@@ -155,8 +167,6 @@ class Receiver:
 
     def _take_run(self, count: int) -> None:
         """Take *count* buffered items at once (no write is waiting: all are counted)."""
-        if count <= 0:
-            return
         receive = self._recv.receive_nowait
         run = [receive() for _ in range(count)]
         size = sum(map(len, run))
@@ -173,7 +183,7 @@ class Receiver:
             len(self._batch) >= self._max_items
             or self._carry is not None
             or self.sync_due
-            or bool(self._flushes)
+            or bool(self._flushes.pending)
         )
 
     async def _linger(self) -> None:
@@ -187,7 +197,7 @@ class Receiver:
                 if not item:
                     return
                 self._add(item)
-                self._fill()
+                self._take_buffered()
 
     # ------------------------------------------------------------ delivering
 
@@ -197,17 +207,29 @@ class Receiver:
         self._batch, self._batch_bytes = [], 0
         ledger = self._ledger
         ledger.note_peak()
-        ledger.nb_held -= count
+        ledger.nb_held -= count  # handed to the writer
         ledger.size_held -= nbytes
         if self._budget is not None:
             self._budget.release(nbytes)
         carried = self._carry_number if self._carry is not None else 0
-        ledger.measure_handover(carried - 1 if carried else ledger.taken)
+        if ledger.samples:
+            ledger.measure_handover(carried - 1 if carried else ledger.taken)
         payload: Payload = batch
-        if self._config.batch_join:
+        if self._join:
             payload = batch[0] if count == 1 else b"".join(batch)
         self._in_flight = count
-        error = await self._writer.deliver(payload)
+        ledger.writer_calls += 1
+        try:
+            if self._plain_writer is not None:  # the usual case, kept inline
+                result = self._plain_writer(payload)
+                if result is not None and isawaitable(result):
+                    await result
+            else:
+                await self._writer.call(payload)
+        except Exception as exc:
+            error = await self._writer.retry(payload, exc)
+        else:
+            error = None
         self._in_flight = 0
         if error is None:
             ledger.items_written += count
@@ -216,7 +238,8 @@ class Receiver:
             ledger.drops.add("writer_error", count)
             await self._writer.dead_letter(payload, error)  # a flush waits for it too
         ledger.unsettled_from = carried
-        self._flushes.check()
+        if self._flushes.pending:
+            self._flushes.check()
 
     async def _run_sync_fn(self) -> None:
         self.sync_due = False

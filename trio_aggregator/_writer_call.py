@@ -25,31 +25,19 @@ async def await_if_awaitable(result: object) -> None:
 
 
 class WriterCall:
-    """Hands payloads to the configured writer and counts what happens."""
+    """Calls the writer of any kind, retries failed calls and applies ``on_writer_error``.
 
-    __slots__ = ("_config", "_ledger", "_plain", "_writer")
+    The receiver calls a plain sync writer inline (its hot path) and this for the rest.
+    """
+
+    __slots__ = ("_config", "_ledger")
 
     def __init__(self, config: AggregatorConfig, ledger: Ledger) -> None:
         self._config = config
         self._ledger = ledger
-        self._writer = config.writer
-        self._plain = not (config.writer_is_async or config.writer_thread)
 
-    async def deliver(self, payload: Payload) -> Exception | None:
-        """Call the writer, retrying as configured; the last error if every call failed."""
-        self._ledger.writer_calls += 1
-        try:
-            if self._plain:  # the usual case, kept inline
-                result = self._writer(payload)
-                if result is not None and inspect.isawaitable(result):
-                    await result
-            else:
-                await self._call(payload)
-        except Exception as exc:
-            return await self._retry(payload, exc)
-        return None
-
-    async def _call(self, payload: Payload) -> None:
+    async def call(self, payload: Payload) -> None:
+        """One call of the writer: in a worker thread, awaited, or inline."""
         config = self._config
         if config.writer_thread:
             await trio.to_thread.run_sync(config.writer, payload)
@@ -58,7 +46,8 @@ class WriterCall:
         else:
             await await_if_awaitable(config.writer(payload))
 
-    async def _retry(self, payload: Payload, exc: Exception) -> Exception | None:
+    async def retry(self, payload: Payload, exc: Exception) -> Exception | None:
+        """Record the failed call, then retry with backoff; None once one succeeds."""
         ledger = self._ledger
         retries = self._config.writer_retries
         backoff = min(self._config.writer_retry_backoff, MAX_BACKOFF)
@@ -72,7 +61,7 @@ class WriterCall:
             backoff = min(backoff * 2, MAX_BACKOFF)
             ledger.writer_calls += 1
             try:
-                await self._call(payload)
+                await self.call(payload)
             except Exception as again:
                 exc = again
             else:
