@@ -24,13 +24,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trio_aggregator import FileSink, RotatingFileSink
-from trio_aggregator import _demo as demo_module
-from trio_aggregator._collector import LineCollector
-from trio_aggregator._demo import DemoOptions, demo_lines, run_demo, verify_demo_output
-from trio_aggregator._lines import LineSplitter
-from trio_aggregator._listeners import format_address, parse_tcp_address, unlink_if_same
-from trio_aggregator._serve import LineServer, ServeError, ServeOptions, run_server
-from trio_aggregator._serve_statistics import format_table
+from trio_aggregator._serve import _demo as demo_module
+from trio_aggregator._serve._collector import LineCollector
+from trio_aggregator._serve._demo import DemoOptions, demo_lines, run_demo, verify_demo_output
+from trio_aggregator._serve._lines import LineSplitter
+from trio_aggregator._serve._listeners import format_address, parse_tcp_address, unlink_if_same
+from trio_aggregator._serve._server import LineServer, ServeError, ServeOptions, run_server
+from trio_aggregator._serve._statistics import format_table
 
 from .conftest import fail_first_file_write
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
-from ._serve_statistics import Counters, ServerStatistics
+from ._statistics import Counters, ServerStatistics
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence

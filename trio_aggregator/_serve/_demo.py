@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, TextIO
 import attrs
 import trio
 
-from ._serve import LineServer, ServeOptions
-from ._serve_statistics import ServeSummary, format_table
+from ._server import LineServer, ServeOptions
+from ._statistics import ServeSummary, format_table
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -14,7 +14,7 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ._statistics import AggregatorStatistics
+    from .._statistics import AggregatorStatistics
 
 __all__ = ["Counters", "ServeSummary", "ServerStatistics", "format_table"]
 

@@ -8,7 +8,7 @@ complete line goes, whole, into one output through one `Aggregator`. The parts:
 * `LineCollector` (``_collector``) accepts connections and hands the complete lines of
   each chunk read to the aggregator, as one write;
 * ``_listeners`` parses addresses and opens the TCP and Unix listeners;
-* ``_serve_statistics`` holds the counters and the summary printed at the end;
+* ``_statistics`` holds the counters and the summary printed at the end;
 * `trio_aggregator.prometheus` exports the aggregator's metrics over HTTP, with
   ``metrics`` (it needs the ``prometheus`` extra).
 
@@ -42,9 +42,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 import attrs
 import trio
 
-from ._aggregator import Aggregator, connect_aggregator
+from .._aggregator import Aggregator, connect_aggregator
+from .._config import AggregatorConfig
+from .._sinks import FileSink, RotatingFileSink
 from ._collector import SHUTDOWN_IDLE, LineCollector
-from ._config import AggregatorConfig
 from ._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
 from ._listeners import (
     format_address,
@@ -53,8 +54,7 @@ from ._listeners import (
     tcp_listener_address,
     unlink_if_same,
 )
-from ._serve_statistics import ServerStatistics, ServeSummary, format_table
-from ._sinks import FileSink, RotatingFileSink
+from ._statistics import ServerStatistics, ServeSummary, format_table
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -376,7 +376,7 @@ class LineServer:
                 nursery, self._aggregator_config(sink)
             )
             if self._metrics_registry is not None:
-                from .prometheus import AggregatorCollector  # importable: _start_metrics checked
+                from ..prometheus import AggregatorCollector  # importable: _start_metrics checked
 
                 self._metrics_registry.register(AggregatorCollector(aggregator))
             try:
@@ -403,7 +403,7 @@ class LineServer:
         host, port = self.options.metrics
         try:
             # First: its ImportError names the extra to install.
-            importlib.import_module(".prometheus", __package__)
+            importlib.import_module("trio_aggregator.prometheus")
             from prometheus_client import CollectorRegistry, start_http_server
         except ImportError as exc:
             raise ServeError(str(exc)) from None

@@ -10,7 +10,7 @@ A final line without a newline, when a client disconnects, is kept (a newline is
 
 from __future__ import annotations
 
-from ._serve_statistics import Counters
+from ._statistics import Counters
 
 __all__ = ["DEFAULT_MAX_LINE_BYTES", "LineSplitter"]
 
