@@ -249,7 +249,7 @@ class LineServer:
     def _open_sink(self) -> FileSink:
         opts = self.options
         if opts.output == "-":
-            return FileSink._from_fd(1, "<stdout>")  # pyright: ignore[reportPrivateUsage]
+            return FileSink.from_fd(1, "<stdout>")
         try:
             if opts.rotate_bytes is not None:
                 return RotatingFileSink(opts.output, opts.rotate_bytes, opts.backups)
