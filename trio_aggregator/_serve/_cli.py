@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
+from trio_aggregator import __version__
+
 from ._demo import DemoOptions, run_demo
 from ._server import (
     DEFAULT_MAX_LINE_BYTES,
@@ -159,8 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
         " each line whole and in order (trio-aggregator).",
         epilog=f"run '{PROG} COMMAND --help' for a command's options and examples",
     )
-    from .. import __version__
-
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

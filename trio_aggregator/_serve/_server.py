@@ -42,9 +42,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 import attrs
 import trio
 
-from .._aggregator import Aggregator, connect_aggregator
-from .._config import AggregatorConfig
-from .._sinks import FileSink, RotatingFileSink
+from trio_aggregator import (
+    Aggregator,
+    AggregatorConfig,
+    FileSink,
+    RotatingFileSink,
+    connect_aggregator,
+)
+
 from ._collector import SHUTDOWN_IDLE, LineCollector
 from ._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
 from ._listeners import (
@@ -376,7 +381,7 @@ class LineServer:
                 nursery, self._aggregator_config(sink)
             )
             if self._metrics_registry is not None:
-                from ..prometheus import AggregatorCollector  # importable: _start_metrics checked
+                from trio_aggregator.prometheus import AggregatorCollector  # _start_metrics checked
 
                 self._metrics_registry.register(AggregatorCollector(aggregator))
             try:

@@ -14,7 +14,7 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .._statistics import AggregatorStatistics
+    from trio_aggregator import AggregatorStatistics
 
 __all__ = ["Counters", "ServeSummary", "ServerStatistics", "format_table"]
 
