@@ -29,7 +29,7 @@ import trio
 from trio_aggregator._serve import _cli as cli
 from trio_aggregator._serve._cli import build_parser, main, parse_size
 from trio_aggregator._serve._demo import demo_lines, verify_demo_output
-from trio_aggregator._serve._server import ServeOptions
+from trio_aggregator._serve._options import ServeOptions
 
 from .conftest import fail_first_file_write
 

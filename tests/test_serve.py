@@ -29,7 +29,8 @@ from trio_aggregator._serve._collector import LineCollector
 from trio_aggregator._serve._demo import DemoOptions, demo_lines, run_demo, verify_demo_output
 from trio_aggregator._serve._lines import LineSplitter
 from trio_aggregator._serve._listeners import format_address, parse_tcp_address, unlink_if_same
-from trio_aggregator._serve._server import LineServer, ServeError, ServeOptions, run_server
+from trio_aggregator._serve._options import ServeOptions
+from trio_aggregator._serve._server import LineServer, ServeError, run_server
 from trio_aggregator._serve._statistics import format_table
 
 from .conftest import fail_first_file_write

@@ -19,15 +19,10 @@ import trio
 from trio_aggregator import __version__
 
 from ._demo import DemoOptions, run_demo
-from ._server import (
-    DEFAULT_MAX_LINE_BYTES,
-    DEFAULT_OUTPUT,
-    DEFAULT_TCP,
-    ServeError,
-    ServeOptions,
-    parse_tcp_address,
-    run_server,
-)
+from ._lines import DEFAULT_MAX_LINE_BYTES
+from ._listeners import parse_tcp_address
+from ._options import DEFAULT_OUTPUT, DEFAULT_TCP, ServeOptions
+from ._server import ServeError, run_server
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

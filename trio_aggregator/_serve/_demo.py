@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, TextIO
 import attrs
 import trio
 
-from ._server import LineServer, ServeOptions
+from ._options import ServeOptions
+from ._server import LineServer
 from ._statistics import ServeSummary, format_table
 
 if TYPE_CHECKING:
