@@ -7,6 +7,7 @@ only, and ``import trio_aggregator`` imports none of it. One module per part:
 
 * ``_cli``: the ``trio-aggregator`` command (`main`), its arguments and their parsing;
 * ``_options``: `ServeOptions`, what ``serve`` is told, checked at construction;
+* ``_checks``: the rules every setting follows, the options' and the arguments' alike;
 * ``_server``: `LineServer`, which puts the parts below together (output sink,
   listeners, aggregator, collector, signals, status line, summary);
 * ``_collector``: `LineCollector` accepts connections and hands the complete lines of

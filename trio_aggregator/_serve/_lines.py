@@ -13,6 +13,8 @@ reads and adds to its totals.
 
 from __future__ import annotations
 
+from ._checks import check_count
+
 __all__ = ["DEFAULT_MAX_LINE_BYTES", "LineSplitter"]
 
 DEFAULT_MAX_LINE_BYTES = 64 * 1024
@@ -38,9 +40,7 @@ class LineSplitter:
     )
 
     def __init__(self, max_line_bytes: int) -> None:
-        if max_line_bytes < 1:
-            raise ValueError(f"max_line_bytes must be >= 1, not {max_line_bytes}")
-        self._max = max_line_bytes
+        self._max = check_count("max_line_bytes", max_line_bytes)
         self._pending = bytearray()
         self._discarding = False
         self.lines_truncated = 0

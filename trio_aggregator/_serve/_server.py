@@ -43,7 +43,7 @@ from ._listeners import (
     unlink_if_same,
 )
 from ._metrics import MetricsEndpoint, start_metrics_endpoint
-from ._options import BATCH_MAX_BYTES, BATCH_MAX_ITEMS, ROTATE_CHECK_INTERVAL
+from ._options import ROTATE_CHECK_INTERVAL
 from ._statistics import ServeSummary, format_table
 
 if TYPE_CHECKING:
@@ -183,15 +183,7 @@ class LineServer:
                 sync_fn, interval = sink.rotate_if_needed, ROTATE_CHECK_INTERVAL
         elif opts.output != "-" and interval > 0:
             sync_fn = sink.sync
-        return AggregatorConfig(
-            writer=sink.write,
-            buffer_size=opts.buffer,
-            sync_fn=sync_fn,
-            sync_interval=interval if sync_fn is not None else 0.0,
-            batch_max_items=BATCH_MAX_ITEMS,
-            batch_max_bytes=BATCH_MAX_BYTES,
-            drain_timeout=opts.drain_timeout,
-        )
+        return opts.aggregator_config(sink.write, sync_fn, interval if sync_fn is not None else 0.0)
 
     # ------------------------------------------------------------------ running
 
