@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 
-from trio_aggregator import _cli as cli
-from trio_aggregator._cli import build_parser, main, parse_size
-from trio_aggregator._demo import demo_lines, verify_demo_output
-from trio_aggregator._serve import ServeOptions
+from trio_aggregator._serve import _cli as cli
+from trio_aggregator._serve._cli import build_parser, main, parse_size
+from trio_aggregator._serve._demo import demo_lines, verify_demo_output
+from trio_aggregator._serve._options import ServeOptions
 
 from .conftest import fail_first_file_write
 
@@ -78,13 +78,13 @@ def test_help_and_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["bogus"], "invalid choice"),
         (["serve", "--tcp", "nohost"], "expected HOST:PORT"),
         (["serve", "--tcp", "127.0.0.1:99999"], "port must be"),
-        (["serve", "--buffer", "0"], "must be at least 1"),
+        (["serve", "--buffer", "0"], "N must be >= 1, not 0"),
         (["serve", "--max-connections", "x"], "not an integer"),
-        (["serve", "--idle-timeout", "-1"], "must be finite and >= 0"),
+        (["serve", "--idle-timeout", "-1"], "SECONDS must be >= 0"),
         (["serve", "--fsync-interval", "soon"], "not a number of seconds"),
         (["serve", "--rotate-bytes", "10Q"], "not a size"),
         (["serve", "-o", "-", "--rotate-bytes", "1M"], "rotation needs a file output"),
-        (["demo", "--clients", "0"], "must be at least 1"),
+        (["demo", "--clients", "0"], "N must be >= 1, not 0"),
     ],
 )
 def test_bad_arguments_exit_2(

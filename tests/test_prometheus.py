@@ -27,8 +27,9 @@ from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families
 
 from trio_aggregator import Aggregator, AggregatorStatistics, open_aggregator
-from trio_aggregator._cli import build_parser, main
-from trio_aggregator._serve import LineServer, ServeError, ServeOptions, run_server
+from trio_aggregator._serve._cli import build_parser, main
+from trio_aggregator._serve._options import ServeOptions
+from trio_aggregator._serve._server import LineServer, ServeError, run_server
 from trio_aggregator.prometheus import DEFAULT_PREFIX, AggregatorCollector, register
 
 from .conftest import Recorder, config, settle

@@ -24,13 +24,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trio_aggregator import FileSink, RotatingFileSink
-from trio_aggregator import _demo as demo_module
-from trio_aggregator._collector import LineCollector
-from trio_aggregator._demo import DemoOptions, demo_lines, run_demo, verify_demo_output
-from trio_aggregator._lines import LineSplitter
-from trio_aggregator._listeners import format_address, parse_tcp_address, unlink_if_same
-from trio_aggregator._serve import LineServer, ServeError, ServeOptions, run_server
-from trio_aggregator._serve_statistics import format_table
+from trio_aggregator._serve import _demo as demo_module
+from trio_aggregator._serve._collector import LineCollector
+from trio_aggregator._serve._demo import DemoOptions, demo_lines, run_demo, verify_demo_output
+from trio_aggregator._serve._lines import LineSplitter
+from trio_aggregator._serve._listeners import format_address, parse_tcp_address, unlink_if_same
+from trio_aggregator._serve._options import ServeOptions
+from trio_aggregator._serve._server import LineServer, ServeError, run_server
+from trio_aggregator._serve._statistics import format_table
 
 from .conftest import fail_first_file_write
 
@@ -57,19 +58,19 @@ def test_splitter_returns_only_complete_lines() -> None:
     assert splitter.feed(bytearray(b"ld\n\nx\n")) == b"world\n\nx\n"
     assert splitter.pending_bytes == 0
     assert splitter.finish() == b""
-    assert splitter.statistics.partial_lines == 0
+    assert splitter.partial_lines == 0
 
 
 def test_splitter_keeps_the_final_partial_line() -> None:
     out, splitter = split_all([b"a\nb", b"c"], 100)
     assert out == b"a\nbc\n"
-    assert splitter.statistics.partial_lines == 1
+    assert splitter.partial_lines == 1
 
 
 def test_splitter_truncates_an_over_long_line_and_discards_the_rest() -> None:
     out, splitter = split_all([b"0123456789", b"abcdef\nok\n"], 5)
     assert out == b"01234\nok\n"
-    counters = splitter.statistics
+    counters = splitter
     assert (counters.lines_truncated, counters.bytes_discarded) == (1, 11)
 
 
@@ -86,14 +87,14 @@ def test_splitter_limit_is_exclusive_of_the_newline() -> None:
     assert splitter.feed(b"ghi") == b""
     assert splitter.feed(b"jk\nnext\n") == b"next\n"
     assert splitter.finish() == b""
-    assert splitter.statistics.bytes_discarded == 6
+    assert splitter.bytes_discarded == 6
 
 
 def test_splitter_line_started_earlier_ends_too_long() -> None:
     splitter = LineSplitter(5)
     assert splitter.feed(b"abcd") == b""
     assert splitter.feed(b"ef\nx\n") == b"abcde\nx\n"
-    assert (splitter.statistics.lines_truncated, splitter.statistics.bytes_discarded) == (1, 1)
+    assert (splitter.lines_truncated, splitter.bytes_discarded) == (1, 1)
 
 
 def test_splitter_memory_is_bounded_when_no_newline_ever_comes() -> None:
@@ -101,13 +102,15 @@ def test_splitter_memory_is_bounded_when_no_newline_ever_comes() -> None:
     out = b"".join(splitter.feed(b"x" * 4096) for _ in range(256))  # 1 MiB, no newline
     assert out == b"x" * 1000 + b"\n"
     assert splitter.pending_bytes == 0
-    assert splitter.statistics.bytes_discarded == 1024 * 1024 - 1000
+    assert splitter.bytes_discarded == 1024 * 1024 - 1000
     assert splitter.finish() == b""
 
 
-def test_splitter_rejects_a_zero_limit() -> None:
-    with pytest.raises(ValueError, match="max_line_bytes"):
+def test_splitter_checks_its_limit() -> None:
+    with pytest.raises(ValueError, match="max_line_bytes must be >= 1, not 0"):
         LineSplitter(0)
+    with pytest.raises(TypeError, match="max_line_bytes must be an int, not float"):
+        LineSplitter(1.5)  # type: ignore[arg-type]
 
 
 @given(
@@ -131,7 +134,7 @@ def test_splitter_property(
     out += splitter.finish()
     kept = lines if final_newline or not lines or lines[-1] else lines[:-1]
     assert out == b"".join(line[:max_line_bytes] + b"\n" for line in kept)
-    counters = splitter.statistics
+    counters = splitter
     assert counters.lines_truncated == sum(len(line) > max_line_bytes for line in kept)
     assert counters.bytes_discarded == sum(max(0, len(line) - max_line_bytes) for line in kept)
 
@@ -148,22 +151,6 @@ def test_tcp_addresses() -> None:
     for bad in ("5140", ":5140", "host:", "host:x", "host:65536", "::1:80"):
         with pytest.raises(ValueError):  # noqa: PT011 - the messages differ
             parse_tcp_address(bad)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({}, "at least one"),
-        ({"tcp": (LOOPBACK,), "output": "-", "rotate_bytes": 10}, "rotation needs a file"),
-        ({"tcp": (LOOPBACK,), "buffer": 0}, "buffer must be > 0"),
-        ({"tcp": (LOOPBACK,), "idle_timeout": 0}, "idle_timeout must be > 0"),
-        ({"tcp": (LOOPBACK,), "fsync_interval": -1}, "fsync_interval must be >= 0"),
-        ({"tcp": (LOOPBACK,), "max_connections": "many"}, "max_connections must be > 0"),
-    ],
-)
-def test_serve_options_are_checked(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        ServeOptions(**kwargs)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------- LineCollector
@@ -251,6 +238,29 @@ async def test_collector_handles_one_connection() -> None:
     assert (stats.lines, stats.lines_truncated, stats.bytes_discarded) == (4, 1, 8)
     assert (stats.partial_lines, stats.connections_total, stats.connections_open) == (1, 1, 0)
     assert stats.bytes_received == 29
+
+
+async def test_collector_counts_the_splitters_of_open_and_closed_connections() -> None:
+    written = Written()
+    collector = LineCollector(written, max_line_bytes=4)
+    first, first_server = trio.testing.memory_stream_pair()
+    second, second_server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collector.handle, first_server)
+        nursery.start_soon(collector.handle, second_server)
+        await first.send_all(b"toolong\nok\n")
+        await second.send_all(b"abcdefgh")
+        await trio.testing.wait_all_tasks_blocked()
+        stats = collector.statistics()  # both open: counted from their splitters
+        assert (stats.connections_open, stats.lines_truncated, stats.bytes_discarded) == (2, 2, 7)
+        await first.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        stats = collector.statistics()  # one closed: its counts are in the totals now
+        assert (stats.connections_open, stats.lines_truncated, stats.bytes_discarded) == (1, 2, 7)
+        await send_and_close(second, b"\nend")
+    stats = collector.statistics()
+    assert (stats.lines_truncated, stats.bytes_discarded, stats.partial_lines) == (2, 7, 1)
+    assert (stats.connections_open, stats.lines) == (0, 4)
 
 
 async def test_collector_counts_a_reset_and_keeps_what_came_before() -> None:
@@ -752,11 +762,6 @@ async def test_demo_fails_when_the_server_loses_lines(
     text = out.getvalue()
     assert "missing" in text
     assert "the server lost data" in text
-
-
-def test_demo_options_are_checked() -> None:
-    with pytest.raises(ValueError, match="clients must be >= 1"):
-        DemoOptions(clients=0)
 
 
 def test_verification_finds_every_kind_of_problem(tmp_path: Path) -> None:

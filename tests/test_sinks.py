@@ -133,15 +133,52 @@ async def test_file_sink_bad_path_fails_at_construction(tmp_path: Path) -> None:
 
 
 async def test_file_sink_from_fd_does_not_close_the_fd(tmp_path: Path) -> None:
-    fd = os.open(tmp_path / "fd.log", os.O_WRONLY | os.O_CREAT, 0o600)
+    path = tmp_path / "fd.log"
+    path.write_bytes(b"before\n")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
     try:
-        sink = FileSink._from_fd(fd, "<fd>")  # pyright: ignore[reportPrivateUsage]
+        sink = FileSink.from_fd(fd, "<fd>")
+        assert (sink.path, sink.size, sink.closed) == ("<fd>", 7, False)
+        assert repr(sink) == "<FileSink '<fd>' open>"
         await sink.write(b"via fd\n")
+        await sink.fsync()
+        assert (sink.size, sink.bytes_written) == (14, 7)
         await sink.aclose()
+        assert sink.closed
+        with pytest.raises(trio.ClosedResourceError):
+            await sink.write(b"not any more\n")
         os.write(fd, b"still open\n")
     finally:
         os.close(fd)
-    assert read(tmp_path / "fd.log") == b"via fd\nstill open\n"
+    assert read(path) == b"before\nvia fd\nstill open\n"
+
+
+async def test_file_sink_from_fd_of_a_pipe(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        with FileSink.from_fd(write_end) as sink:
+            assert (sink.path, sink.size) == (f"<fd {write_end}>", 0)
+            await sink.write([b"one\n", b"two\n"])
+            assert sink.size == 8
+            with pytest.raises(OSError):  # noqa: PT011 - EINVAL: a pipe cannot be fsynced
+                await sink.fsync()
+        assert os.read(read_end, 100) == b"one\ntwo\n"
+        os.write(write_end, b"open\n")  # closing the sink left it open
+        assert os.read(read_end, 100) == b"open\n"
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_file_sink_from_fd_rejects_bad_input() -> None:
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        FileSink.from_fd(-1)
+    with pytest.raises(TypeError, match="fd must be an int, not str"):
+        FileSink.from_fd("1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="fd must be an int, not bool"):
+        FileSink.from_fd(True)
+    with pytest.raises(TypeError, match="RotatingFileSink rotates by path"):
+        RotatingFileSink.from_fd(1)
 
 
 @pytest.mark.parametrize("writer_thread", [False, True])

@@ -16,6 +16,7 @@ code outside Trio.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -46,6 +47,13 @@ def _as_buffer(data: Data) -> bytes | bytearray | memoryview:
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, not {value!r}")
+    return value
+
+
+def _fd_number(value: object) -> int:
+    # A bool would pass for an fd in the os functions: True is stdout.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"fd must be an int, not {type(value).__name__}")
     return value
 
 
@@ -94,26 +102,55 @@ class FileSink(_AsyncWith):
         OSError: The file cannot be opened for appending.
     """
 
+    _fd: int | None  # None once closed
+
     def __init__(self, path: str | os.PathLike[str], *, mode: int = DEFAULT_FILE_MODE) -> None:
-        self._path = os.fspath(path)
-        self._mode = mode
-        self._lock = threading.Lock()
-        self._closefd = True
-        self._bytes_written = 0
-        self._fd: int | None = None
+        self._setup(os.fspath(path), mode, closefd=True)
         self._fd, self._size = self._open()
 
+    def _setup(self, path: str, mode: int, *, closefd: bool) -> None:
+        self._path = path
+        self._mode = mode
+        self._lock = threading.Lock()
+        self._closefd = closefd
+        self._bytes_written = 0
+        self._fd = None
+        self._size = 0
+
     @classmethod
-    def _from_fd(cls, fd: int, name: str) -> FileSink:
-        """A sink writing to an already open *fd*, which it does not close (e.g. stdout)."""
+    def from_fd(cls, fd: int, name: str | None = None) -> FileSink:
+        """A sink that writes to the already open file descriptor *fd*, e.g. 1 for stdout.
+
+        The sink does not own *fd*: `close` stops the sink from writing but leaves *fd*
+        open. Writes go where *fd* points, so open it for writing (and with
+        ``O_APPEND`` to append to a file). `fsync` works only if *fd* supports it: a
+        pipe or a terminal raises `OSError` (``EINVAL``). `size` starts at the
+        size of the file *fd* refers to (0 for a pipe, a socket or a terminal).
+
+        Example, every write to standard output::
+
+            sink = FileSink.from_fd(1, "<stdout>")
+            config = AggregatorConfig(writer=sink.write)
+
+        Args:
+            fd: An open file descriptor to write to.
+            name: What `path` and the sink's ``repr`` show (default ``"<fd N>"``).
+
+        Returns:
+            The new sink. (`RotatingFileSink` refuses: rotation needs a path.)
+
+        Raises:
+            TypeError: *fd* is not an `int`, or this is called on `RotatingFileSink`.
+            OSError: *fd* is not an open file descriptor.
+        """
+        fd = _fd_number(fd)
+        if issubclass(cls, RotatingFileSink):
+            raise TypeError(f"{cls.__name__} rotates by path: it cannot write to a bare fd")
+        info = os.fstat(fd)
         sink = cls.__new__(cls)
-        sink._path = name
-        sink._mode = DEFAULT_FILE_MODE
-        sink._lock = threading.Lock()
-        sink._closefd = False
-        sink._bytes_written = 0
+        sink._setup(f"<fd {fd}>" if name is None else name, DEFAULT_FILE_MODE, closefd=False)
         sink._fd = fd
-        sink._size = 0
+        sink._size = info.st_size if stat.S_ISREG(info.st_mode) else 0
         return sink
 
     def _open(self) -> tuple[int, int]:
@@ -127,7 +164,7 @@ class FileSink(_AsyncWith):
 
     @property
     def path(self) -> str:
-        """The path of the file written to."""
+        """The path of the file written to (for a sink made by `from_fd`, its name)."""
         return self._path
 
     @property

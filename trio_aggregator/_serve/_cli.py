@@ -16,16 +16,14 @@ from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
+from trio_aggregator import __version__
+
+from ._checks import check_count, check_seconds
 from ._demo import DemoOptions, run_demo
-from ._serve import (
-    DEFAULT_MAX_LINE_BYTES,
-    DEFAULT_OUTPUT,
-    DEFAULT_TCP,
-    ServeError,
-    ServeOptions,
-    parse_tcp_address,
-    run_server,
-)
+from ._lines import DEFAULT_MAX_LINE_BYTES
+from ._listeners import parse_tcp_address
+from ._options import DEFAULT_OUTPUT, DEFAULT_TCP, ServeOptions
+from ._server import ServeError, run_server
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -101,10 +99,7 @@ def parse_size(text: str) -> int:
     unit = stripped[len(number) :]
     if not number.isdigit() or unit not in _SIZE_UNITS:
         raise ValueError(f"not a size: {text!r} (examples: 65536, 64K, 10M, 1G)")
-    size = int(number) * _SIZE_UNITS[unit]
-    if size < 1:
-        raise ValueError(f"a size must be at least 1 byte, not {text!r}")
-    return size
+    return check_count("a size in bytes", int(number) * _SIZE_UNITS[unit])
 
 
 def _size(text: str) -> int:
@@ -135,9 +130,10 @@ def _int_at_least(minimum: int, text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
-    return value
+    try:
+        return check_count("N", value, minimum=minimum)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _seconds(text: str) -> float:
@@ -145,9 +141,10 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"seconds must be finite and >= 0, not {text!r}")
-    return value
+    try:
+        return check_seconds("SECONDS", value, finite=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,8 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
         " each line whole and in order (trio-aggregator).",
         epilog=f"run '{PROG} COMMAND --help' for a command's options and examples",
     )
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 

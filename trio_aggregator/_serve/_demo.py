@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, TextIO
 import attrs
 import trio
 
-from ._serve import LineServer, ServeOptions
-from ._serve_statistics import ServeSummary, format_table
+from ._checks import count, flag
+from ._options import ServeOptions
+from ._server import LineServer
+from ._statistics import ServeSummary, format_table
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -33,34 +35,29 @@ _PAYLOAD = _ALPHABET * 160  # 10 KiB: the longest payload plus any offset fits
 _MAX_PROBLEMS = 10
 
 
-def _positive(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{attr.name} must be >= 1, not {value}")
-
-
 @attrs.frozen(kw_only=True)
 class DemoOptions:
-    """What ``trio-aggregator demo`` is told on its command line."""
+    """What ``trio-aggregator demo`` is told on its command line (checked as `ServeOptions` is)."""
 
-    clients: int = attrs.field(default=50, validator=_positive)
+    clients: int = attrs.field(default=50, validator=count())
     """Concurrent connections."""
 
-    lines: int = attrs.field(default=2000, validator=_positive)
+    lines: int = attrs.field(default=2000, validator=count())
     """Lines sent by each connection."""
 
     output: str | None = None
     """The output file (it must not exist, or be empty); None: in a temporary directory."""
 
-    keep: bool = False
+    keep: bool = attrs.field(default=False, validator=flag)
     """Keep the temporary directory and its file."""
 
     seed: int = 0
     """Seed of the line lengths and chunk sizes."""
 
-    buffer: int = attrs.field(default=256, validator=_positive)
+    buffer: int = attrs.field(default=256, validator=count())
     """The server's ``--buffer``."""
 
-    quiet: bool = False
+    quiet: bool = attrs.field(default=False, validator=flag)
     """No status line from the server."""
 
 

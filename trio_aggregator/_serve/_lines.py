@@ -3,14 +3,17 @@
 Over-long lines: a line longer than ``max_line_bytes`` (newline not counted) is
 **truncated**. Its first ``max_line_bytes`` bytes are written at once, as one line
 ending in a newline, and the rest, up to the next newline, is read and discarded. Both
-are counted (`ServerStatistics.lines_truncated`, `ServerStatistics.bytes_discarded`).
+are counted (`LineSplitter.lines_truncated`, `LineSplitter.bytes_discarded`).
 So a client that never sends a newline costs at most ``max_line_bytes`` of memory.
 A final line without a newline, when a client disconnects, is kept (a newline is added).
+
+A splitter knows nothing of the server: it keeps its own counts, which the collector
+reads and adds to its totals.
 """
 
 from __future__ import annotations
 
-from ._serve_statistics import Counters
+from ._checks import check_count
 
 __all__ = ["DEFAULT_MAX_LINE_BYTES", "LineSplitter"]
 
@@ -23,27 +26,34 @@ class LineSplitter:
     `feed` returns the complete lines found so far (each ending in ``\\n``) as one
     `bytes`; a line longer than *max_line_bytes* is truncated as the module docs say.
     `finish` returns the last, unterminated line, with a newline added.
+
+    Its counts, `lines_truncated`, `bytes_discarded` and `partial_lines`, only grow.
     """
 
-    __slots__ = ("_counters", "_discarding", "_max", "_pending")
+    __slots__ = (
+        "_discarding",
+        "_max",
+        "_pending",
+        "bytes_discarded",
+        "lines_truncated",
+        "partial_lines",
+    )
 
-    def __init__(self, max_line_bytes: int, counters: Counters | None = None) -> None:
-        if max_line_bytes < 1:
-            raise ValueError(f"max_line_bytes must be >= 1, not {max_line_bytes}")
-        self._max = max_line_bytes
+    def __init__(self, max_line_bytes: int) -> None:
+        self._max = check_count("max_line_bytes", max_line_bytes)
         self._pending = bytearray()
         self._discarding = False
-        self._counters = counters if counters is not None else Counters()
+        self.lines_truncated = 0
+        """Over-long lines cut to ``max_line_bytes``."""
+        self.bytes_discarded = 0
+        """Bytes of over-long lines thrown away (past ``max_line_bytes``)."""
+        self.partial_lines = 0
+        """Final lines without a newline, returned by `finish` with one added."""
 
     @property
     def pending_bytes(self) -> int:
         """Bytes of the line being received (never more than *max_line_bytes*)."""
         return len(self._pending)
-
-    @property
-    def statistics(self) -> Counters:
-        """The counters this splitter updates (``lines_truncated``, ``bytes_discarded``...)."""
-        return self._counters
 
     def feed(self, data: bytes | bytearray) -> bytes:
         """The complete lines that *data* finishes, joined; ``b""`` if none."""
@@ -65,7 +75,6 @@ class LineSplitter:
         return self._feed_slow(data)
 
     def _feed_slow(self, data: bytes) -> bytes:
-        counters = self._counters
         pending = self._pending
         out = bytearray()
         pos = 0
@@ -74,9 +83,9 @@ class LineSplitter:
             newline = data.find(b"\n", pos)
             if self._discarding:
                 if newline < 0:
-                    counters.bytes_discarded += size - pos
+                    self.bytes_discarded += size - pos
                     break
-                counters.bytes_discarded += newline - pos
+                self.bytes_discarded += newline - pos
                 self._discarding = False
                 pos = newline + 1
                 continue
@@ -87,7 +96,7 @@ class LineSplitter:
                 out += data[pos : pos + room]
                 out += b"\n"
                 pending.clear()
-                counters.lines_truncated += 1
+                self.lines_truncated += 1
                 self._discarding = True
                 pos += room
                 continue
@@ -108,5 +117,5 @@ class LineSplitter:
             return b""
         line = bytes(self._pending) + b"\n"
         self._pending.clear()
-        self._counters.partial_lines += 1
+        self.partial_lines += 1
         return line

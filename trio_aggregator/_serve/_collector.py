@@ -4,6 +4,10 @@ How a connection is read (`LineCollector.handle`): bytes are received in chunks 
 `RECEIVE_SIZE` and cut into lines by a `LineSplitter`. All the complete lines of one
 chunk are handed to the aggregator as one write, so they stay together and in order;
 the aggregator never splits a write, so a line is never interleaved with another.
+
+The collector's counters are its own; a connection's splitter counts for itself, and
+`LineCollector.statistics` adds those of the open connections to what the closed ones
+left in the totals.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
-from ._serve_statistics import Counters, ServerStatistics
+from ._statistics import Counters, ServerStatistics
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -38,11 +42,16 @@ _ACCEPT_CAPACITY_ERRNOS = frozenset(
 )
 
 
-class _Connection:
-    __slots__ = ("scope",)
+_SPLITTER_COUNTS = ("bytes_discarded", "lines_truncated", "partial_lines")
+"""The counts a `LineSplitter` keeps, under the same names in `Counters`."""
 
-    def __init__(self) -> None:
+
+class _Connection:
+    __slots__ = ("scope", "splitter")
+
+    def __init__(self, splitter: LineSplitter) -> None:
         self.scope = trio.CancelScope()
+        self.splitter = splitter
 
 
 class LineCollector:
@@ -83,9 +92,20 @@ class LineCollector:
         return self._stopping
 
     def statistics(self) -> ServerStatistics:
-        """A snapshot of the counters."""
-        c = self._counters
-        return ServerStatistics(**{name: getattr(c, name) for name in Counters.__slots__})
+        """A snapshot of the counters, the open connections' splitters included."""
+        counts = {name: getattr(self._counters, name) for name in Counters.__slots__}
+        for conn in self._connections:
+            for name in _SPLITTER_COUNTS:
+                counts[name] += getattr(conn.splitter, name)
+        return ServerStatistics(**counts)
+
+    def _close_connection(self, conn: _Connection) -> None:
+        """Forget *conn*, keeping its splitter's counts in the totals."""
+        self._connections.discard(conn)
+        counters = self._counters
+        counters.connections_open -= 1
+        for name in _SPLITTER_COUNTS:
+            setattr(counters, name, getattr(counters, name) + getattr(conn.splitter, name))
 
     def _receive_deadline(self) -> float:
         now = trio.current_time()
@@ -101,12 +121,12 @@ class LineCollector:
     async def handle(self, stream: trio.abc.ReceiveStream) -> None:
         """Read *stream* until it ends, writing its lines; then close it."""
         counters = self._counters
-        conn = _Connection()
+        splitter = LineSplitter(self._max_line_bytes)
+        conn = _Connection(splitter)
         self._connections.add(conn)
         counters.connections_open += 1
         counters.connections_total += 1
         counters.connections_peak = max(counters.connections_peak, counters.connections_open)
-        splitter = LineSplitter(self._max_line_bytes, counters)
         try:
             while True:
                 data: bytes | bytearray = b""
@@ -131,8 +151,7 @@ class LineCollector:
             if chunk:
                 await self._write(chunk)
         finally:
-            self._connections.discard(conn)
-            counters.connections_open -= 1
+            self._close_connection(conn)
             await trio.aclose_forcefully(stream)
 
     async def _serve_connection(

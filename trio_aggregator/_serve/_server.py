@@ -1,19 +1,7 @@
 """The line collector behind ``trio-aggregator serve``: `LineServer` and `run_server`.
 
-Many clients connect over TCP or a Unix socket and send newline-delimited records; every
-complete line goes, whole, into one output through one `Aggregator`. The parts:
-
-* `LineSplitter` (``_lines``) cuts a connection's bytes into lines, truncating the
-  over-long ones;
-* `LineCollector` (``_collector``) accepts connections and hands the complete lines of
-  each chunk read to the aggregator, as one write;
-* ``_listeners`` parses addresses and opens the TCP and Unix listeners;
-* ``_serve_statistics`` holds the counters and the summary printed at the end;
-* `trio_aggregator.prometheus` exports the aggregator's metrics over HTTP, with
-  ``metrics`` (it needs the ``prometheus`` extra).
-
-This module puts them together: the options, the output sink, the aggregator, the
-signals and the status line.
+It puts the parts together (see the package docs): the output sink, the listeners, the
+aggregator, the collector, the metrics endpoint, the signals and the status line.
 
 Memory bound: at most ``max_line_bytes + RECEIVE_SIZE`` per connection while it is
 read, ``max_connections`` connections, and ``buffer`` writes of at most that size in
@@ -31,145 +19,43 @@ connection at once.
 
 from __future__ import annotations
 
-import functools
-import importlib
 import os
 import signal
 import sys
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
-import attrs
 import trio
 
-from ._aggregator import Aggregator, connect_aggregator
-from ._collector import SHUTDOWN_IDLE, LineCollector
-from ._config import AggregatorConfig
-from ._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
+from trio_aggregator import (
+    Aggregator,
+    AggregatorConfig,
+    FileSink,
+    RotatingFileSink,
+    connect_aggregator,
+)
+
+from ._collector import LineCollector
 from ._listeners import (
     format_address,
     open_unix_listener,
-    parse_tcp_address,
     tcp_listener_address,
     unlink_if_same,
 )
-from ._serve_statistics import ServerStatistics, ServeSummary, format_table
-from ._sinks import FileSink, RotatingFileSink
+from ._metrics import MetricsEndpoint, start_metrics_endpoint
+from ._options import ROTATE_CHECK_INTERVAL
+from ._statistics import ServeSummary, format_table
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
-    from prometheus_client import CollectorRegistry
+    from ._options import ServeOptions
 
-__all__ = [
-    "DEFAULT_MAX_LINE_BYTES",
-    "DEFAULT_OUTPUT",
-    "DEFAULT_TCP",
-    "LineCollector",
-    "LineServer",
-    "LineSplitter",
-    "ServeError",
-    "ServeOptions",
-    "ServeSummary",
-    "ServerStatistics",
-    "format_address",
-    "parse_tcp_address",
-    "run_server",
-]
-
-DEFAULT_TCP = "127.0.0.1:5140"
-"""Where ``serve`` listens when given neither ``--tcp`` nor ``--unix``."""
-
-DEFAULT_OUTPUT = "aggregated.log"
-
-BATCH_MAX_ITEMS = 128
-BATCH_MAX_BYTES = 1024 * 1024
-ROTATE_CHECK_INTERVAL = 1.0
-"""Seconds between rotation checks when fsync is off (``--fsync-interval 0``)."""
+__all__ = ["LineServer", "ServeError", "run_server"]
 
 
 class ServeError(Exception):
     """The server cannot start (output not writable, address in use, ...): one clear line."""
-
-
-def _positive_or_none(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and (not isinstance(value, (int, float)) or not value > 0):
-        raise ValueError(f"{attr.name} must be > 0 (or None), not {value!r}")
-
-
-def _positive(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{attr.name} must be > 0, not {value!r}")
-
-
-def _non_negative(_inst: object, attr: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{attr.name} must be >= 0, not {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class ServeOptions:
-    """What ``trio-aggregator serve`` is told on its command line."""
-
-    tcp: tuple[tuple[str, int], ...] = ()
-    """TCP addresses to listen on, as ``(host, port)``; port 0 picks a free port."""
-
-    unix: tuple[str, ...] = ()
-    """Unix socket paths to listen on."""
-
-    output: str = DEFAULT_OUTPUT
-    """The file to append to, or ``"-"`` for standard output."""
-
-    rotate_bytes: int | None = attrs.field(default=None, validator=_positive_or_none)
-    """Rotate the output when it reaches this size (None: never)."""
-
-    backups: int = attrs.field(default=5, validator=_positive)
-    """Rotated files kept, with ``rotate_bytes``."""
-
-    buffer: int = attrs.field(default=256, validator=_positive)
-    """Capacity of the aggregator's buffer, in writes (each: the lines of one chunk read)."""
-
-    fsync_interval: float = attrs.field(default=1.0, validator=_non_negative)
-    """Seconds between fsyncs of the output; 0 turns periodic fsync off."""
-
-    max_line_bytes: int = attrs.field(default=DEFAULT_MAX_LINE_BYTES, validator=_positive)
-    """Longer lines are truncated to this many bytes (the newline not counted)."""
-
-    max_connections: int | None = attrs.field(default=1024, validator=_positive_or_none)
-    """Connections served at once; more wait in the listen backlog (None: no limit)."""
-
-    idle_timeout: float | None = attrs.field(default=None, validator=_positive_or_none)
-    """Close a connection silent for this many seconds (None: never)."""
-
-    shutdown_timeout: float = attrs.field(default=5.0, validator=_non_negative)
-    """At shutdown, the most seconds given to clients to finish sending."""
-
-    shutdown_idle: float = attrs.field(default=SHUTDOWN_IDLE, validator=_non_negative)
-    """At shutdown, close a listener or connection silent for this many seconds."""
-
-    drain_timeout: float = attrs.field(default=30.0, validator=_non_negative)
-    """At shutdown, the most seconds given to the aggregator to write what it holds."""
-
-    quiet: bool = False
-    """No status line."""
-
-    status_interval: float | None = attrs.field(default=None, validator=_positive_or_none)
-    """Seconds between status lines (None: 1 on a terminal, 10 otherwise)."""
-
-    announce: bool = True
-    """Print the ``listening on`` lines first and a summary at the end, on stderr."""
-
-    metrics: tuple[str, int] | None = None
-    """Serve the aggregator's Prometheus metrics over HTTP on this ``(host, port)``.
-
-    It needs prometheus-client (the ``prometheus`` extra); None: no metrics.
-    """
-
-    def __attrs_post_init__(self) -> None:
-        if not self.tcp and not self.unix:
-            raise ValueError("give at least one TCP address or Unix socket path")
-        if self.output == "-" and self.rotate_bytes is not None:
-            raise ValueError("rotation needs a file output, not standard output")
 
 
 class LineServer:
@@ -197,9 +83,7 @@ class LineServer:
         )
         self.tcp_addresses: list[tuple[str, int]] = []
         self.unix_paths: list[str] = []
-        self.metrics_address: tuple[str, int] | None = None
-        """Where the metrics are served (the real port when asked for port 0)."""
-        self._metrics_registry: CollectorRegistry | None = None
+        self._metrics: MetricsEndpoint | None = None
         self.summary: ServeSummary | None = None
         self.exit_code: int | None = None
         self._shutdown_requested = False
@@ -216,6 +100,11 @@ class LineServer:
     def aggregator(self) -> Aggregator | None:
         """The aggregator, while the server runs."""
         return self._aggregator
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where the metrics are served (the real port when asked for port 0)."""
+        return self._metrics.address if self._metrics is not None else None
 
     @property
     def addresses(self) -> list[str]:
@@ -249,7 +138,7 @@ class LineServer:
     def _open_sink(self) -> FileSink:
         opts = self.options
         if opts.output == "-":
-            return FileSink._from_fd(1, "<stdout>")  # pyright: ignore[reportPrivateUsage]
+            return FileSink.from_fd(1, "<stdout>")
         try:
             if opts.rotate_bytes is not None:
                 return RotatingFileSink(opts.output, opts.rotate_bytes, opts.backups)
@@ -294,15 +183,7 @@ class LineServer:
                 sync_fn, interval = sink.rotate_if_needed, ROTATE_CHECK_INTERVAL
         elif opts.output != "-" and interval > 0:
             sync_fn = sink.sync
-        return AggregatorConfig(
-            writer=sink.write,
-            buffer_size=opts.buffer,
-            sync_fn=sync_fn,
-            sync_interval=interval if sync_fn is not None else 0.0,
-            batch_max_items=BATCH_MAX_ITEMS,
-            batch_max_bytes=BATCH_MAX_BYTES,
-            drain_timeout=opts.drain_timeout,
-        )
+        return opts.aggregator_config(sink.write, sync_fn, interval if sync_fn is not None else 0.0)
 
     # ------------------------------------------------------------------ running
 
@@ -325,33 +206,21 @@ class LineServer:
                 sink = self._open_sink()
                 stack.callback(sink.close)
                 listeners = await self._open_listeners(stack)
-                stop_metrics = await self._start_metrics()
-                if stop_metrics is not None:
-                    stack.push_async_callback(_in_thread_shielded, stop_metrics)
-                if self.options.announce:
-                    for address in self.addresses:
-                        self.message(f"listening on {address}")
-                    if self.metrics_address is not None:
-                        metrics = format_address(*self.metrics_address)
-                        self.message(f"metrics on http://{metrics}/metrics")
+                self._metrics = await self._start_metrics()
+                if self._metrics is not None:
+                    stack.push_async_callback(_in_thread_shielded, self._metrics.stop)
+                self._announce()
+                receiver: AsyncIterator[int] | None = None
                 if handle_signals:
                     receiver = stack.enter_context(
                         trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
                     )
-                else:
-                    receiver = None
                 started = trio.current_time()
                 await self._serve(sink, listeners, receiver, task_status)
                 final_errors = await self._close_sink(sink)
                 self._clear_status()
-                assert self._aggregator is not None
-                summary = self.summary = ServeSummary(
-                    seconds=trio.current_time() - started,
-                    output=self.options.output if self.options.output != "-" else "<stdout>",
-                    server=self.collector.statistics(),
-                    aggregator=self._aggregator.statistics(),
-                    rotations=sink.rotations if isinstance(sink, RotatingFileSink) else 0,
-                    final_errors=final_errors,
+                summary = self.summary = self._summary(
+                    sink, trio.current_time() - started, final_errors
                 )
             self.exit_code = 0 if summary.ok else 1
             if self.options.announce:
@@ -364,6 +233,27 @@ class LineServer:
         finally:
             self._finished.set()
 
+    def _announce(self) -> None:
+        if not self.options.announce:
+            return
+        for address in self.addresses:
+            self.message(f"listening on {address}")
+        if self.metrics_address is not None:
+            self.message(f"metrics on http://{format_address(*self.metrics_address)}/metrics")
+
+    def _summary(
+        self, sink: FileSink, seconds: float, final_errors: tuple[str, ...]
+    ) -> ServeSummary:
+        assert self._aggregator is not None
+        return ServeSummary(
+            seconds=seconds,
+            output=self.options.output if self.options.output != "-" else "<stdout>",
+            server=self.collector.statistics(),
+            aggregator=self._aggregator.statistics(),
+            rotations=sink.rotations if isinstance(sink, RotatingFileSink) else 0,
+            final_errors=final_errors,
+        )
+
     async def _serve(
         self,
         sink: FileSink,
@@ -375,10 +265,8 @@ class LineServer:
             aggregator = self._aggregator = await connect_aggregator(
                 nursery, self._aggregator_config(sink)
             )
-            if self._metrics_registry is not None:
-                from .prometheus import AggregatorCollector  # importable: _start_metrics checked
-
-                self._metrics_registry.register(AggregatorCollector(aggregator))
+            if self._metrics is not None:
+                self._metrics.register(aggregator)
             try:
                 if receiver is not None:
                     nursery.start_soon(self._watch_signals, receiver)
@@ -393,37 +281,19 @@ class LineServer:
                 await aggregator.aclose()
                 nursery.cancel_scope.cancel()
 
-    async def _start_metrics(self) -> Callable[[], None] | None:
-        """Start the metrics HTTP server if ``metrics`` asks for it; what stops it.
-
-        It serves `_metrics_registry`, where `_serve` registers the aggregator.
-        """
+    async def _start_metrics(self) -> MetricsEndpoint | None:
+        """Start the metrics endpoint if ``metrics`` asks for it (`_serve` registers)."""
         if self.options.metrics is None:
             return None
         host, port = self.options.metrics
         try:
-            # First: its ImportError names the extra to install.
-            importlib.import_module(".prometheus", __package__)
-            from prometheus_client import CollectorRegistry, start_http_server
+            return await start_metrics_endpoint(host, port)
         except ImportError as exc:
             raise ServeError(str(exc)) from None
-        registry = self._metrics_registry = CollectorRegistry()
-        try:
-            httpd, thread = await trio.to_thread.run_sync(
-                functools.partial(start_http_server, port, addr=host, registry=registry)
-            )
         except OSError as exc:
             raise ServeError(
                 f"cannot serve metrics on {format_address(host, port)}: {exc.strerror or exc}"
             ) from None
-        self.metrics_address = (host, httpd.server_port)
-
-        def stop() -> None:  # blocks up to 0.5 s: the server polls at that interval
-            httpd.shutdown()
-            httpd.server_close()
-            thread.join()
-
-        return stop
 
     async def _close_sink(self, sink: FileSink) -> tuple[str, ...]:
         """fsync and close the output; the problems met, as messages."""

@@ -1,8 +1,9 @@
 """The numbers of a ``serve`` run.
 
-`Counters` are the live totals a `LineCollector` and its `LineSplitter` objects update;
-`ServerStatistics` is a snapshot of them; `ServeSummary` is what a `LineServer` reports
-when it has finished, shown with `format_table`.
+`Counters` are the live totals a `LineCollector` updates (a closed connection's
+`LineSplitter` counts are added to them); `ServerStatistics` is a snapshot;
+`ServeSummary` is what a `LineServer` reports when it has finished, shown with
+`format_table`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import attrs
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ._statistics import AggregatorStatistics
+    from trio_aggregator import AggregatorStatistics
 
 __all__ = ["Counters", "ServeSummary", "ServerStatistics", "format_table"]
 
@@ -41,7 +42,7 @@ class ServerStatistics:
 
 
 class Counters:
-    """The mutable totals a `LineCollector` and its `LineSplitter` objects update."""
+    """The mutable totals a `LineCollector` updates."""
 
     __slots__ = (
         "accept_errors",

@@ -1,0 +1,71 @@
+"""``serve --metrics``: the aggregator's Prometheus metrics over HTTP, `MetricsEndpoint`.
+
+prometheus-client's HTTP server runs in its own thread and serves a registry of its
+own, where the server registers its aggregator with `trio_aggregator.prometheus`. It
+needs the ``prometheus`` extra.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    import threading
+    from wsgiref.simple_server import WSGIServer
+
+    from prometheus_client import CollectorRegistry
+
+    from trio_aggregator import Aggregator
+
+__all__ = ["MetricsEndpoint", "start_metrics_endpoint"]
+
+
+class MetricsEndpoint:
+    """A running metrics HTTP server: register an aggregator, `stop` it when done."""
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        registry: CollectorRegistry,
+        httpd: WSGIServer,
+        thread: threading.Thread,
+    ) -> None:
+        self.address = address
+        """Where the metrics are served (the real port when asked for port 0)."""
+        self._registry = registry
+        self._httpd = httpd
+        self._thread = thread
+
+    def register(self, aggregator: Aggregator) -> None:
+        """Serve the metrics of *aggregator* (on every scrape, one fresh snapshot)."""
+        from trio_aggregator.prometheus import AggregatorCollector  # imported at start
+
+        self._registry.register(AggregatorCollector(aggregator))
+
+    def stop(self) -> None:
+        """Stop serving; blocks up to 0.5 s (the server polls at that interval)."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+
+async def start_metrics_endpoint(host: str, port: int) -> MetricsEndpoint:
+    """Serve metrics over HTTP on *host*, *port* (0: a free port).
+
+    Raises:
+        ImportError: prometheus-client is missing; the message names the extra.
+        OSError: The address cannot be listened on.
+    """
+    # First: without prometheus-client, its ImportError names the extra to install.
+    importlib.import_module("trio_aggregator.prometheus")
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    httpd, thread = await trio.to_thread.run_sync(
+        functools.partial(start_http_server, port, addr=host, registry=registry)
+    )
+    return MetricsEndpoint((host, httpd.server_port), registry, httpd, thread)

@@ -1,0 +1,164 @@
+"""What ``trio-aggregator serve`` is told: `ServeOptions`, and the defaults."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from trio_aggregator import AggregatorConfig
+
+from ._checks import count, flag, seconds
+from ._collector import SHUTDOWN_IDLE
+from ._lines import DEFAULT_MAX_LINE_BYTES
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "BATCH_MAX_BYTES",
+    "BATCH_MAX_ITEMS",
+    "DEFAULT_OUTPUT",
+    "DEFAULT_TCP",
+    "ROTATE_CHECK_INTERVAL",
+    "ServeOptions",
+]
+
+DEFAULT_TCP = "127.0.0.1:5140"
+"""Where ``serve`` listens when given neither ``--tcp`` nor ``--unix``."""
+
+DEFAULT_OUTPUT = "aggregated.log"
+
+BATCH_MAX_ITEMS = 128
+BATCH_MAX_BYTES = 1024 * 1024
+ROTATE_CHECK_INTERVAL = 1.0
+"""Seconds between rotation checks when fsync is off (``--fsync-interval 0``)."""
+
+
+_AGGREGATOR_SETTINGS = (
+    ("buffer", "buffer_size"),
+    ("fsync_interval", "sync_interval"),
+    ("drain_timeout", "drain_timeout"),
+)
+"""The options that become settings of the `AggregatorConfig`, by option name."""
+
+
+def _never_called(data: object) -> None:  # pragma: no cover - a config built to check
+    raise AssertionError("the AggregatorConfig built to check the options never runs")
+
+
+def _check_setting(option: str, setting: str, value: object) -> None:
+    """Check *value* with `AggregatorConfig`'s own rule for *setting*, naming *option*."""
+    kwargs: dict[str, Any] = {setting: value}
+    try:
+        AggregatorConfig(writer=_never_called, **kwargs)
+    except (TypeError, ValueError) as exc:
+        message = str(exc)
+        if message.startswith(f"{setting} "):
+            message = option + message[len(setting) :]
+        else:
+            message = f"{option}: {message}"
+        raise (TypeError if isinstance(exc, TypeError) else ValueError)(message) from None
+
+
+@attrs.frozen(kw_only=True)
+class ServeOptions:
+    """What ``trio-aggregator serve`` is told on its command line, checked at construction.
+
+    Each field follows the app's rules (``_checks``, those of `AggregatorConfig`): a
+    value of the wrong type raises `TypeError`, one out of range or options that do not
+    go together `ValueError`, and the message names the field. ``buffer``,
+    ``fsync_interval`` and ``drain_timeout``, which become the aggregator's settings,
+    are also checked by `AggregatorConfig` itself, here rather than when the server
+    starts: ``fsync_interval`` must be finite, for one.
+    """
+
+    tcp: tuple[tuple[str, int], ...] = ()
+    """TCP addresses to listen on, as ``(host, port)``; port 0 picks a free port."""
+
+    unix: tuple[str, ...] = ()
+    """Unix socket paths to listen on."""
+
+    output: str = DEFAULT_OUTPUT
+    """The file to append to, or ``"-"`` for standard output."""
+
+    rotate_bytes: int | None = attrs.field(default=None, validator=count(optional=True))
+    """Rotate the output when it reaches this size (None: never)."""
+
+    backups: int = attrs.field(default=5, validator=count())
+    """Rotated files kept, with ``rotate_bytes``."""
+
+    buffer: int = attrs.field(default=256, validator=count())
+    """Capacity of the aggregator's buffer, in writes (each: the lines of one chunk read)."""
+
+    fsync_interval: float = attrs.field(default=1.0, validator=seconds())
+    """Seconds between fsyncs of the output; 0 turns periodic fsync off."""
+
+    max_line_bytes: int = attrs.field(default=DEFAULT_MAX_LINE_BYTES, validator=count())
+    """Longer lines are truncated to this many bytes (the newline not counted)."""
+
+    max_connections: int | None = attrs.field(default=1024, validator=count(optional=True))
+    """Connections served at once; more wait in the listen backlog (None: no limit)."""
+
+    idle_timeout: float | None = attrs.field(
+        default=None, validator=seconds(positive=True, optional=True)
+    )
+    """Close a connection silent for this many seconds (None: never)."""
+
+    shutdown_timeout: float = attrs.field(default=5.0, validator=seconds())
+    """At shutdown, the most seconds given to clients to finish sending."""
+
+    shutdown_idle: float = attrs.field(default=SHUTDOWN_IDLE, validator=seconds())
+    """At shutdown, close a listener or connection silent for this many seconds."""
+
+    drain_timeout: float = attrs.field(default=30.0, validator=seconds())
+    """At shutdown, the most seconds given to the aggregator to write what it holds."""
+
+    quiet: bool = attrs.field(default=False, validator=flag)
+    """No status line."""
+
+    status_interval: float | None = attrs.field(
+        default=None, validator=seconds(positive=True, optional=True)
+    )
+    """Seconds between status lines (None: 1 on a terminal, 10 otherwise)."""
+
+    announce: bool = attrs.field(default=True, validator=flag)
+    """Print the ``listening on`` lines first and a summary at the end, on stderr."""
+
+    metrics: tuple[str, int] | None = None
+    """Serve the aggregator's Prometheus metrics over HTTP on this ``(host, port)``.
+
+    It needs prometheus-client (the ``prometheus`` extra); None: no metrics.
+    """
+
+    def __attrs_post_init__(self) -> None:
+        if not self.tcp and not self.unix:
+            raise ValueError("give at least one TCP address or Unix socket path")
+        if self.output == "-" and self.rotate_bytes is not None:
+            raise ValueError("rotation needs a file output, not standard output")
+        for option, setting in _AGGREGATOR_SETTINGS:
+            _check_setting(option, setting, getattr(self, option))
+        self.aggregator_config(_never_called)  # and any rule joining several settings
+
+    def aggregator_config(
+        self,
+        writer: Callable[[Any], object],
+        sync_fn: Callable[[], object] | None = None,
+        sync_interval: float = 0.0,
+    ) -> AggregatorConfig:
+        """The settings of the server's aggregator, writing with *writer*.
+
+        Args:
+            writer: The aggregator's writer (the output sink's ``write``).
+            sync_fn: The periodic callback (an fsync, a rotation check), or None.
+            sync_interval: Seconds between runs of *sync_fn*.
+        """
+        return AggregatorConfig(
+            writer=writer,
+            buffer_size=self.buffer,
+            sync_fn=sync_fn,
+            sync_interval=sync_interval,
+            batch_max_items=BATCH_MAX_ITEMS,
+            batch_max_bytes=BATCH_MAX_BYTES,
+            drain_timeout=self.drain_timeout,
+        )
