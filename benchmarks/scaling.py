@@ -61,6 +61,12 @@ ITEM_SIZE = 64
 """Bytes per item in every scaling case."""
 BATCH = 256
 """``batch_max_items`` of the aggregator in the many-producers case."""
+BLOCKED_TIMEOUT = 120.0
+"""Seconds a blocked-tasks case may take to block its tasks and release them all.
+
+Past it the case fails (`trio.TooSlowError`) instead of hanging, e.g. when a close
+leaves a task blocked.
+"""
 
 
 def _check(condition: bool, what: str) -> None:
@@ -225,8 +231,10 @@ async def _send_until_closed(sender: Any, item: bytes, outcomes: Counter[str]) -
     """Block in ``send``, until the closer closes *sender* (no ``async with``: it does)."""
     try:
         await sender.send(item)
-    except trio.ClosedResourceError:
-        outcomes["closed"] += 1
+    except trio.ClosedResourceError as exc:
+        # Its subclass AggregatorClosedError would say the aggregator stopped: not this case.
+        name = type(exc).__name__
+        outcomes[name if name == "AggregatorClosedError" else "closed"] += 1
     else:
         outcomes["sent"] += 1
 
@@ -246,6 +254,27 @@ def _expect_all(outcomes: Counter[str], key: str, n: int) -> None:
     _check(outcomes == Counter({key: n}), f"expected {n} {key}, got {dict(outcomes)}")
 
 
+async def _block_then_release(
+    n: int,
+    start: Callable[[trio.Nursery], None],
+    count_blocked: Callable[[], int],
+    release: Callable[[], None],
+) -> Span:
+    """Start the tasks, wait until all *n* are blocked, then time *release* until all ended.
+
+    Fails (`trio.TooSlowError`) after `BLOCKED_TIMEOUT` rather than hang.
+    """
+    with trio.fail_after(BLOCKED_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            start(nursery)
+            await trio.testing.wait_all_tasks_blocked()
+            blocked = count_blocked()
+            _check(blocked == n, f"{blocked} tasks blocked, expected {n}")
+            t0 = clock()
+            release()
+        return since(t0)
+
+
 def agg_close_senders(n: int, buffer: int, seed: int) -> Span:
     """Close *n* senders, each with a task blocked in ``send``; time until all tasks ended."""
     del seed  # closed in the order they were made
@@ -261,17 +290,20 @@ def agg_close_senders(n: int, buffer: int, seed: int) -> Span:
             try:
                 accepted = await _fill_aggregator(agg, gate, buffer, item)
                 senders = [agg.sender() for _ in range(n)]
-                async with trio.open_nursery() as nursery:
+                opened = agg.statistics().open_senders
+                _check(opened == n, f"{opened} senders open, expected {n}")
+
+                def start(nursery: trio.Nursery) -> None:
                     for sender in senders:
                         nursery.start_soon(_send_until_closed, sender, item, outcomes)
-                    await trio.testing.wait_all_tasks_blocked()
-                    st = agg.statistics()
-                    _check(st.nb_waiting == n, f"{st.nb_waiting} writes blocked, expected {n}")
-                    _check(st.open_senders == n, f"{st.open_senders} senders, expected {n}")
-                    t0 = clock()
+
+                def release() -> None:
                     for sender in senders:
                         sender.close()
-                elapsed = since(t0)
+
+                elapsed = await _block_then_release(
+                    n, start, lambda: agg.statistics().nb_waiting, release
+                )
                 _expect_all(outcomes, "closed", n)
                 await _drain_aggregator(agg, gate, accepted)
             finally:
@@ -292,16 +324,18 @@ def channel_close_senders(n: int, buffer: int, seed: int) -> Span:
         _fill_channel(send, buffer, item)
         clones = [send.clone() for _ in range(n)]
         send.close()
-        async with trio.open_nursery() as nursery:
+
+        def start(nursery: trio.Nursery) -> None:
             for clone in clones:
                 nursery.start_soon(_send_until_closed, clone, item, outcomes)
-            await trio.testing.wait_all_tasks_blocked()
-            st = recv.statistics()
-            _check(st.tasks_waiting_send == n, f"{st.tasks_waiting_send} blocked, expected {n}")
-            t0 = clock()
+
+        def release() -> None:
             for clone in clones:
                 clone.close()
-        elapsed = since(t0)
+
+        elapsed = await _block_then_release(
+            n, start, lambda: recv.statistics().tasks_waiting_send, release
+        )
         _expect_all(outcomes, "closed", n)
         _check(recv.statistics().open_send_channels == 0, "send channels left open")
         _drain_channel(recv, buffer)
@@ -314,6 +348,14 @@ def _random_order(n: int, seed: int) -> list[int]:
     order = list(range(n))
     random.Random(seed).shuffle(order)
     return order
+
+
+def _cancel_in(scopes: list[trio.CancelScope], order: list[int]) -> Callable[[], None]:
+    def release() -> None:
+        for i in order:
+            scopes[i].cancel()
+
+    return release
 
 
 def agg_cancel_writes(n: int, buffer: int, seed: int) -> Span:
@@ -331,16 +373,14 @@ def agg_cancel_writes(n: int, buffer: int, seed: int) -> Span:
         async with trio.open_nursery() as outer, open_aggregator(outer, config) as agg:
             try:
                 accepted = await _fill_aggregator(agg, gate, buffer, item)
-                async with trio.open_nursery() as nursery:
+
+                def start(nursery: trio.Nursery) -> None:
                     for scope in scopes:
                         nursery.start_soon(_send_until_cancelled, agg.write, item, scope, outcomes)
-                    await trio.testing.wait_all_tasks_blocked()
-                    st = agg.statistics()
-                    _check(st.nb_waiting == n, f"{st.nb_waiting} writes blocked, expected {n}")
-                    t0 = clock()
-                    for i in order:
-                        scopes[i].cancel()
-                elapsed = since(t0)
+
+                elapsed = await _block_then_release(
+                    n, start, lambda: agg.statistics().nb_waiting, _cancel_in(scopes, order)
+                )
                 _expect_all(outcomes, "cancelled", n)
                 await _drain_aggregator(agg, gate, accepted)
             finally:
@@ -360,16 +400,14 @@ def channel_cancel_sends(n: int, buffer: int, seed: int) -> Span:
         scopes = [trio.CancelScope() for _ in range(n)]
         send, recv = trio.open_memory_channel[bytes](buffer)
         _fill_channel(send, buffer, item)
-        async with trio.open_nursery() as nursery:
+
+        def start(nursery: trio.Nursery) -> None:
             for scope in scopes:
                 nursery.start_soon(_send_until_cancelled, send.send, item, scope, outcomes)
-            await trio.testing.wait_all_tasks_blocked()
-            st = recv.statistics()
-            _check(st.tasks_waiting_send == n, f"{st.tasks_waiting_send} blocked, expected {n}")
-            t0 = clock()
-            for i in order:
-                scopes[i].cancel()
-        elapsed = since(t0)
+
+        elapsed = await _block_then_release(
+            n, start, lambda: recv.statistics().tasks_waiting_send, _cancel_in(scopes, order)
+        )
         _expect_all(outcomes, "cancelled", n)
         send.close()
         _drain_channel(recv, buffer)
