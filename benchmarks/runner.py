@@ -677,7 +677,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     write_json(args.json, result)
     print(f"\nJSON: {args.json}")
-    if args.chart is not None:
+    if args.chart is not None and not any(r.group in ("throughput", "file") for r in rows):
+        print("chart: skipped (no throughput or file case ran)")
+    elif args.chart is not None:
         title = (
             f"trio_aggregator benchmarks ({platform.python_version()}, trio "
             f"{_versions()['trio']}, {os.cpu_count()} CPUs, buffer {args.buffer})"
