@@ -669,6 +669,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "median": b.median,
                 "worst_over_best": b.worst_over_best,
                 "best_cpu": b.best_cpu,
+                "best_loop": b.best_loop,
             }
             for b in blocked
         ],

@@ -21,6 +21,9 @@
     `trio.CancelScope`; the scopes are cancelled in a random order (seeded, the same
     for both) and the clock runs until every task has ended, cancelled.
 
+  The time of the close/cancel loop alone (before the released tasks run) is kept too:
+  it is where a close or a cancel costs more the more tasks are blocked.
+
 Every case checks what happened (items and bytes at the writer, the outcome of every
 task, the aggregator's `~trio_aggregator.Aggregator.statistics`) and raises
 `AssertionError` when anything is off, so that a broken case reports no figure.
@@ -254,12 +257,24 @@ def _expect_all(outcomes: Counter[str], key: str, n: int) -> None:
     _check(outcomes == Counter({key: n}), f"expected {n} {key}, got {dict(outcomes)}")
 
 
+@dataclass(frozen=True)
+class Release:
+    """The timing of one blocked-tasks repetition."""
+
+    wall: float
+    """Seconds from the first close/cancel until every task has ended (the figure)."""
+    cpu: float
+    """CPU seconds of the process over the same interval."""
+    loop: float
+    """Seconds of the close/cancel loop alone, before the released tasks run."""
+
+
 async def _block_then_release(
     n: int,
     start: Callable[[trio.Nursery], None],
     count_blocked: Callable[[], int],
     release: Callable[[], None],
-) -> Span:
+) -> Release:
     """Start the tasks, wait until all *n* are blocked, then time *release* until all ended.
 
     Fails (`trio.TooSlowError`) after `BLOCKED_TIMEOUT` rather than hang.
@@ -272,17 +287,19 @@ async def _block_then_release(
             _check(blocked == n, f"{blocked} tasks blocked, expected {n}")
             t0 = clock()
             release()
-        return since(t0)
+            loop = since(t0)[0]
+        wall, cpu = since(t0)
+    return Release(wall, cpu, loop)
 
 
-def agg_close_senders(n: int, buffer: int, seed: int) -> Span:
+def agg_close_senders(n: int, buffer: int, seed: int) -> Release:
     """Close *n* senders, each with a task blocked in ``send``; time until all tasks ended."""
     del seed  # closed in the order they were made
     from trio_aggregator import AggregatorConfig, open_aggregator
 
     item = payload(ITEM_SIZE)
 
-    async def main() -> Span:
+    async def main() -> Release:
         gate = _Gate()
         config = AggregatorConfig(writer=gate, buffer_size=buffer)
         outcomes: Counter[str] = Counter()
@@ -313,12 +330,12 @@ def agg_close_senders(n: int, buffer: int, seed: int) -> Span:
     return trio.run(main)
 
 
-def channel_close_senders(n: int, buffer: int, seed: int) -> Span:
+def channel_close_senders(n: int, buffer: int, seed: int) -> Release:
     """Close *n* clones of a full channel, each with a task blocked in ``send``."""
     del seed
     item = payload(ITEM_SIZE)
 
-    async def main() -> Span:
+    async def main() -> Release:
         outcomes: Counter[str] = Counter()
         send, recv = trio.open_memory_channel[bytes](buffer)
         _fill_channel(send, buffer, item)
@@ -358,14 +375,14 @@ def _cancel_in(scopes: list[trio.CancelScope], order: list[int]) -> Callable[[],
     return release
 
 
-def agg_cancel_writes(n: int, buffer: int, seed: int) -> Span:
+def agg_cancel_writes(n: int, buffer: int, seed: int) -> Release:
     """Cancel, in a seeded random order, *n* tasks blocked in ``await agg.write(item)``."""
     from trio_aggregator import AggregatorConfig, open_aggregator
 
     item = payload(ITEM_SIZE)
     order = _random_order(n, seed)
 
-    async def main() -> Span:
+    async def main() -> Release:
         gate = _Gate()
         config = AggregatorConfig(writer=gate, buffer_size=buffer)
         outcomes: Counter[str] = Counter()
@@ -390,12 +407,12 @@ def agg_cancel_writes(n: int, buffer: int, seed: int) -> Span:
     return trio.run(main)
 
 
-def channel_cancel_sends(n: int, buffer: int, seed: int) -> Span:
+def channel_cancel_sends(n: int, buffer: int, seed: int) -> Release:
     """Cancel, in the same order, *n* tasks blocked in ``await send.send(item)`` (one channel)."""
     item = payload(ITEM_SIZE)
     order = _random_order(n, seed)
 
-    async def main() -> Span:
+    async def main() -> Release:
         outcomes: Counter[str] = Counter()
         scopes = [trio.CancelScope() for _ in range(n)]
         send, recv = trio.open_memory_channel[bytes](buffer)
@@ -416,7 +433,7 @@ def channel_cancel_sends(n: int, buffer: int, seed: int) -> Span:
     return trio.run(main)
 
 
-BlockedFn = Callable[[int, int, int], Span]
+BlockedFn = Callable[[int, int, int], Release]
 
 BLOCKED_CASES: dict[str, tuple[tuple[str, BlockedFn], tuple[str, BlockedFn]]] = {
     "close_senders": (
@@ -440,6 +457,8 @@ class BlockedResult:
     tasks: int
     seconds: list[float] = field(default_factory=list[float])
     cpu_seconds: list[float] = field(default_factory=list[float])
+    loop_seconds: list[float] = field(default_factory=list[float])
+    """The close/cancel loop alone, per repetition."""
 
     @property
     def best(self) -> float:
@@ -457,6 +476,11 @@ class BlockedResult:
         return min(self.seconds) / max(self.seconds) if self.seconds else math.nan
 
     @property
+    def best_loop(self) -> float:
+        """The fastest close/cancel loop over the repetitions."""
+        return min(self.loop_seconds) if self.loop_seconds else math.nan
+
+    @property
     def best_cpu(self) -> float:
         """The least CPU time of the process over the repetitions."""
         return min(self.cpu_seconds) if self.cpu_seconds else math.nan
@@ -472,7 +496,8 @@ def run_blocked(
             for impl, fn in BLOCKED_CASES[case]:
                 result = results.setdefault((case, impl), BlockedResult(case, impl, tasks))
                 gc.collect()
-                wall, cpu = fn(tasks, buffer, seed)
-                result.seconds.append(wall)
-                result.cpu_seconds.append(cpu)
+                timing = fn(tasks, buffer, seed)
+                result.seconds.append(timing.wall)
+                result.cpu_seconds.append(timing.cpu)
+                result.loop_seconds.append(timing.loop)
     return list(results.values())
