@@ -203,10 +203,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="producer tasks (and blocked tasks) of the scaling cases (default 10000)",
     )
     p.add_argument(
-        "--scaling-items", type=int, default=4, help="items per producer, scaling throughput"
+        "--scaling-items",
+        type=int,
+        default=4,
+        help="items per producer, scaling throughput (default 4)",
     )
     p.add_argument(
-        "--scaling-seed", type=int, default=1, help="seed of the random cancellation order"
+        "--scaling-seed",
+        type=int,
+        default=1,
+        help="seed of the random cancellation order (default 1)",
     )
     p.add_argument("--json", type=Path, help="JSON output (default benchmarks/results/latest.json)")
     p.add_argument("--chart", type=Path, help="PNG chart (default benchmarks/results/latest.png)")
