@@ -98,37 +98,39 @@ def _run_trio_channel(
     return measurement(params, sink, trio.run(main))
 
 
+async def consume_per_item(recv: trio.MemoryReceiveChannel[bytes], writer: Sink) -> None:
+    """The ``trio_channel`` consumer: one writer call per item."""
+    async with recv:
+        async for item in recv:
+            writer(item)
+
+
+async def consume_drain(recv: trio.MemoryReceiveChannel[bytes], writer: Sink) -> None:
+    """The ``trio_channel_drain`` consumer: drain what is buffered (<= 256), join, write once."""
+    receive_nowait = recv.receive_nowait
+    async with recv:
+        while True:
+            try:
+                first = await recv.receive()
+            except trio.EndOfChannel:
+                return
+            batch = [first]
+            while len(batch) < DRAIN_MAX:
+                try:
+                    batch.append(receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            writer(b"".join(batch))
+
+
 def trio_channel(params: Params) -> Measurement:
     """Bare ``trio.open_memory_channel``: per-item consumer."""
-
-    async def consumer(recv: trio.MemoryReceiveChannel[bytes], writer: Sink) -> None:
-        async with recv:
-            async for item in recv:
-                writer(item)
-
-    return _run_trio_channel(params, consumer)
+    return _run_trio_channel(params, consume_per_item)
 
 
 def trio_channel_drain(params: Params) -> Measurement:
     """Bare ``trio.open_memory_channel`` whose consumer drains and joins what is buffered."""
-
-    async def consumer(recv: trio.MemoryReceiveChannel[bytes], writer: Sink) -> None:
-        receive_nowait = recv.receive_nowait
-        async with recv:
-            while True:
-                try:
-                    first = await recv.receive()
-                except trio.EndOfChannel:
-                    return
-                batch = [first]
-                while len(batch) < DRAIN_MAX:
-                    try:
-                        batch.append(receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                writer(b"".join(batch))
-
-    return _run_trio_channel(params, consumer)
+    return _run_trio_channel(params, consume_drain)
 
 
 # -- anyio memory object stream ------------------------------------------------------------

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from pathlib import Path
 
+    from .scaling import BlockedResult
+
 MB = 1_000_000
 
 
@@ -157,6 +159,39 @@ def matrix_table(rows: Sequence[Row], size: int, *, rst: bool = False) -> str:
             found = index.get((case, p))
             line.append(_fmt(found.items_per_s / 1000, 0) if found else "-")
         cells.append(line)
+    return render_table(headers, cells, rst=rst)
+
+
+def blocked_table(results: Sequence[BlockedResult], *, rst: bool = False) -> str:
+    """The blocked-tasks cases: time from the first close/cancel until every task ended.
+
+    ``loop ms`` is the close/cancel loop alone (best repetition), before the tasks run.
+    """
+    headers = [
+        "blocked tasks",
+        "impl",
+        "tasks",
+        "best ms",
+        "median ms",
+        "worst/best",
+        "CPU ms",
+        "us/task",
+        "loop ms",
+    ]
+    cells = [
+        [
+            r.case,
+            r.impl,
+            f"{r.tasks:,}",
+            _fmt(r.best * 1000, 1),
+            _fmt(r.median * 1000, 1),
+            _fmt(r.worst_over_best, 2),
+            _fmt(r.best_cpu * 1000, 1),
+            _fmt(r.best / r.tasks * 1e6, 1),
+            _fmt(r.best_loop * 1000, 1),
+        ]
+        for r in results
+    ]
     return render_table(headers, cells, rst=rst)
 
 

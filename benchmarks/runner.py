@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import aggregator_cases as agg
-from . import baselines
+from . import baselines, scaling
 from ._common import CaseFn, CaseResult, Params, median, percentile, run_group
 from .micro import micro_costs
 from .report import (
     MB,
     Row,
     Target,
+    blocked_table,
     draw_chart,
     matrix_table,
     render_table,
@@ -120,6 +121,44 @@ FILE_CASES: tuple[Case, ...] = (
 )
 
 
+SCALING_CASES: tuple[Case, ...] = (
+    Case(
+        "scale_agg_sender_b256",
+        scaling.agg_senders,
+        "aggregator, batch_max_items=256, each producer: async with agg.sender() as s, "
+        "await s.send",
+        "aggregator",
+    ),
+    Case(
+        "scale_trio_channel",
+        scaling.trio_channel_clones,
+        "bare channel, each producer: async with send.clone() as s, await s.send; per item",
+    ),
+    Case(
+        "scale_trio_channel_drain",
+        scaling.trio_channel_drain_clones,
+        "the same, consumer drains <= 256 buffered items and joins them",
+    ),
+)
+"""Many producers, a few items each: run at one size (64 B) and ``--scaling-producers``."""
+
+BLOCKED_CASES: dict[str, str] = {
+    "scale_close_senders": "close_senders",
+    "scale_cancel_writes": "cancel_writes",
+}
+"""Case name on the command line -> `scaling.BLOCKED_CASES` key."""
+
+BLOCKED_DESCRIPTIONS: dict[str, str] = {
+    "scale_close_senders": "close N senders, each with a task blocked in send (full buffer): "
+    "aggregator senders vs channel clones",
+    "scale_cancel_writes": "cancel, in random order, N tasks blocked in agg.write / "
+    "channel send (full buffer)",
+}
+
+SCALING_GROUP = "scaling"
+"""``--cases scaling`` selects every scaling case."""
+
+
 def _int_list(text: str) -> list[int]:
     out: list[int] = []
     for part in text.split(","):
@@ -158,6 +197,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-latency", action="store_true", help="skip the latency passes")
     p.add_argument("--memory-items", type=int, help="items buffered for the memory measurement")
     p.add_argument("--cycles", type=int, help="start/stop cycles (default 2000)")
+    p.add_argument(
+        "--scaling-producers",
+        type=int,
+        help="producer tasks (and blocked tasks) of the scaling cases (default 10000)",
+    )
+    p.add_argument(
+        "--scaling-items",
+        type=int,
+        default=4,
+        help="items per producer, scaling throughput (default 4)",
+    )
+    p.add_argument(
+        "--scaling-seed",
+        type=int,
+        default=1,
+        help="seed of the random cancellation order (default 1)",
+    )
     p.add_argument("--json", type=Path, help="JSON output (default benchmarks/results/latest.json)")
     p.add_argument("--chart", type=Path, help="PNG chart (default benchmarks/results/latest.png)")
     p.add_argument("--no-chart", action="store_true", help="draw no chart")
@@ -186,6 +242,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.memory_items = 2_000 if smoke else 100_000
     if args.cycles is None:
         args.cycles = 30 if smoke else 2_000
+    if args.scaling_producers is None:
+        args.scaling_producers = 500 if smoke else 10_000
+    if args.scaling_producers < 1 or args.scaling_items < 1:
+        p.error("--scaling-producers and --scaling-items must be positive")
     if args.json is None:
         args.json = RESULTS / ("smoke.json" if smoke else "latest.json")
     if args.chart is None and not smoke:
@@ -217,12 +277,15 @@ def _skip_reason(case: Case, agg_missing: str | None) -> str | None:
 
 def _rows(group: str, cases: Sequence[Case], params: Params, args: argparse.Namespace) -> list[Row]:
     latency = group == "throughput" and not args.no_latency
+    fixed_items = args.items
+    if group == SCALING_GROUP:  # a few items per producer, always: no calibration
+        fixed_items = args.scaling_producers * args.scaling_items
     results = run_group(
         {c.name: c.fn for c in cases},
         params,
         min_time=args.min_time,
         repeat=args.repeat,
-        fixed_items=args.items,
+        fixed_items=fixed_items,
         latency=latency,
     )
     return [_row(group, name, params, res) for name, res in results.items()]
@@ -261,11 +324,23 @@ def _ratio(
     return ra.items_per_s / rb.items_per_s
 
 
+#: Scaling throughput target: the per-item bar of T1. With a few items per producer the
+#: per-producer costs (start a task, make and close a sender) dominate, so batching
+#: cannot buy T2's 3x; but the aggregator should not fall behind a bare channel
+#: whose producers each take a clone by more than T1 allows.
+SCALING_PRODUCERS_NEED = 0.85
+#: Blocked-tasks targets: aggregator seconds over bare-channel seconds, at most.
+BLOCKED_NEED = 3.0
+
+
 def compute_targets(
     rows: Sequence[Row],
     startstop: dict[str, dict[str, float]],
     memory: Sequence[agg.MemoryResult],
     file_producers: int,
+    blocked: Sequence[scaling.BlockedResult] = (),
+    scaling_producers: int = 0,
+    scaling_items: int = 0,
 ) -> list[Target]:
     """The issue's targets as ratios inside this run."""
     index = {(r.case, r.size, r.producers): r for r in rows}
@@ -317,6 +392,54 @@ def compute_targets(
                 value <= 100,
             )
         )
+    if scaling_producers:
+        out += scaling_targets(rows, blocked, scaling_producers, scaling_items)
+    return out
+
+
+def scaling_targets(
+    rows: Sequence[Row],
+    blocked: Sequence[scaling.BlockedResult],
+    producers: int,
+    items: int,
+) -> list[Target]:
+    """The scaling targets: the many-producers throughput ratio and two time ratios."""
+    index = {(r.case, r.size, r.producers): r for r in rows if r.group == SCALING_GROUP}
+    a, b = "scale_agg_sender_b256", "scale_trio_channel"
+    value = _ratio(index, a, b, scaling.ITEM_SIZE, producers)
+    cpu = _ratio(index, a, b, scaling.ITEM_SIZE, producers, cpu=True)
+    out = [
+        Target(
+            "scaling",
+            f"{producers:,} producers x {items} items, {a} / {b} items/s",
+            value,
+            "x",
+            f">= {SCALING_PRODUCERS_NEED:g}x",
+            None if math.isnan(value) else value >= SCALING_PRODUCERS_NEED,
+            cpu,
+        )
+    ]
+    found = {(r.case, r.impl): r for r in blocked}
+    for case, what in (
+        ("close_senders", f"close {producers:,} blocked senders"),
+        ("cancel_writes", f"cancel {producers:,} blocked writes in random order"),
+    ):
+        ra, rb = found.get((case, "aggregator")), found.get((case, "trio_channel"))
+        if ra is None or rb is None:
+            value = cpu = math.nan
+        else:
+            value, cpu = ra.best / rb.best, ra.best_cpu / rb.best_cpu
+        out.append(
+            Target(
+                "scaling",
+                f"{what}, aggregator time / bare channel's",
+                value,
+                "x",
+                f"<= {BLOCKED_NEED:g}x",
+                None if math.isnan(value) else value <= BLOCKED_NEED,
+                cpu,
+            )
+        )
     return out
 
 
@@ -357,13 +480,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list:
         for case in (*THROUGHPUT_CASES, *FILE_CASES):
-            print(f"{case.name:20} {case.description}")
-        print(f"{'memory':20} tracemalloc bytes per buffered item (aggregator and baselines)")
-        print(f"{'startstop':20} open_aggregator / Aggregator start+stop cycle times")
-        print(f"{'micro':20} ns per item of each step, without task switches")
+            print(f"{case.name:24} {case.description}")
+        print(f"{'memory':24} tracemalloc bytes per buffered item (aggregator and baselines)")
+        print(f"{'startstop':24} open_aggregator / Aggregator start+stop cycle times")
+        print(f"{'micro':24} ns per item of each step, without task switches")
+        for case in SCALING_CASES:
+            print(f"{case.name:24} {case.description}")
+        for name, description in BLOCKED_DESCRIPTIONS.items():
+            print(f"{name:24} {description}")
+        print(f"{SCALING_GROUP:24} all the scale_* cases (N = --scaling-producers)")
         return 0
     wanted = None if args.cases is None else {c.strip() for c in args.cases.split(",")}
-    known = {c.name for c in (*THROUGHPUT_CASES, *FILE_CASES)} | {"memory", "startstop", "micro"}
+    scaling_names = {c.name for c in SCALING_CASES} | set(BLOCKED_CASES)
+    if wanted is not None and SCALING_GROUP in wanted:
+        wanted = (wanted - {SCALING_GROUP}) | scaling_names
+    known = (
+        {c.name for c in (*THROUGHPUT_CASES, *FILE_CASES)}
+        | {"memory", "startstop", "micro"}
+        | scaling_names
+    )
     if wanted is not None and not wanted <= known:
         print(f"unknown case(s): {', '.join(sorted(wanted - known))}", file=sys.stderr)
         return 2
@@ -383,6 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         groups: list[tuple[str, tuple[Case, ...], list[int], list[int]]] = [
             ("throughput", THROUGHPUT_CASES, args.sizes, args.producers),
             ("file", FILE_CASES, args.sizes, [args.file_producers]),
+            (SCALING_GROUP, SCALING_CASES, [scaling.ITEM_SIZE], [args.scaling_producers]),
         ]
         for group, all_cases, sizes, producer_counts in groups:
             cases: list[Case] = []
@@ -408,7 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for row in _rows(group, cases, params, args):
                         rows.append(row)
                         _log(
-                            f"{row.case:18} {size_label(size):>6} {producers:5} prod "
+                            f"{row.case:24} {size_label(size):>6} {producers:5} prod "
                             f"{row.items_per_s:13,.0f} items/s  p99 {row.p99_us:9,.0f} us"
                         )
 
@@ -448,6 +584,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             _log(f"startstop {name:22} median {startstop[name]['median_ms']:.3f} ms")
 
+    blocked: list[scaling.BlockedResult] = []
+    blocked_cases = [key for name, key in BLOCKED_CASES.items() if selected(name)]
+    if blocked_cases and agg_missing:
+        for key in blocked_cases:
+            skipped[f"scale_{key}"] = f"trio_aggregator unavailable ({agg_missing})"
+    elif blocked_cases:
+        blocked = scaling.run_blocked(
+            blocked_cases,
+            tasks=args.scaling_producers,
+            buffer=args.buffer,
+            seed=args.scaling_seed,
+            repeat=args.repeat,
+        )
+        for res in blocked:
+            _log(
+                f"{res.case} {res.impl:12} {res.tasks:6} tasks  best {res.best * 1000:9.1f} ms"
+                f"  median {res.median * 1000:9.1f} ms"
+            )
+
     micro: dict[str, float] = {}
     if selected("micro"):
         micro = micro_costs(
@@ -457,7 +612,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         _log("micro: " + ", ".join(f"{k} {v:.0f} ns" for k, v in micro.items()))
 
-    targets = compute_targets(rows, startstop, memory, args.file_producers)
+    scaling_ran = bool(blocked) or any(r.group == SCALING_GROUP for r in rows)
+    targets = compute_targets(
+        rows,
+        startstop,
+        memory,
+        args.file_producers,
+        blocked,
+        args.scaling_producers if scaling_ran or wanted is None else 0,
+        args.scaling_items,
+    )
     wall = time.perf_counter() - started
     load_after = _loadavg()
     command = "python -m benchmarks" + (" " + " ".join(sys.argv[1:]) if argv is None else "")
@@ -465,11 +629,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\n{command}  ({wall:.1f} s, buffer {args.buffer}, best of {args.repeat}, "
         f"load average {load_before} before, {load_after} after)\n"
     )
-    print(_report(rows, memory, startstop, micro, targets, skipped, args))
+    print(_report(rows, memory, startstop, micro, targets, skipped, args, blocked))
     if args.rst is not None:
         args.rst.parent.mkdir(parents=True, exist_ok=True)
         args.rst.write_text(
-            _report(rows, memory, startstop, micro, targets, skipped, args, rst=True)
+            _report(rows, memory, startstop, micro, targets, skipped, args, blocked, rst=True)
         )
 
     result: dict[str, Any] = {
@@ -491,18 +655,38 @@ def main(argv: Sequence[str] | None = None) -> int:
             "wall_seconds": wall,
             "load_average_before": load_before,
             "load_average_after": load_after,
+            "scaling_producers": args.scaling_producers,
+            "scaling_items": args.scaling_items,
+            "scaling_seed": args.scaling_seed,
             "skipped": skipped,
-            "cases": {c.name: c.description for c in (*THROUGHPUT_CASES, *FILE_CASES)},
+            "cases": {
+                **{c.name: c.description for c in (*THROUGHPUT_CASES, *FILE_CASES)},
+                **{c.name: c.description for c in SCALING_CASES},
+                **BLOCKED_DESCRIPTIONS,
+            },
         },
         "rows": rows_as_dicts(rows),
         "memory": [{**asdict(m), "overhead_per_item": m.overhead_per_item} for m in memory],
         "startstop": startstop,
+        "blocked": [
+            {
+                **asdict(b),
+                "best": b.best,
+                "median": b.median,
+                "worst_over_best": b.worst_over_best,
+                "best_cpu": b.best_cpu,
+                "best_loop": b.best_loop,
+            }
+            for b in blocked
+        ],
         "micro_ns": micro,
         "targets": [{**asdict(t), "verdict": t.verdict} for t in targets],
     }
     write_json(args.json, result)
     print(f"\nJSON: {args.json}")
-    if args.chart is not None:
+    if args.chart is not None and not any(r.group in ("throughput", "file") for r in rows):
+        print("chart: skipped (no throughput or file case ran)")
+    elif args.chart is not None:
         title = (
             f"trio_aggregator benchmarks ({platform.python_version()}, trio "
             f"{_versions()['trio']}, {os.cpu_count()} CPUs, buffer {args.buffer})"
@@ -518,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.chart is not None and args.chart.exists():
             shutil.copyfile(args.chart, STATIC / "benchmarks.png")
             print(f"published: {STATIC / 'benchmarks.png'}")
-        tables = _report(rows, memory, startstop, micro, targets, skipped, args, rst=True)
+        tables = _report(rows, memory, startstop, micro, targets, skipped, args, blocked, rst=True)
         header = (
             f"Measured with ``{command.strip()}`` on {result['meta']['date']} "
             f"({platform.platform()}, {os.cpu_count()} CPUs, Python "
@@ -553,6 +737,7 @@ def _report(
     targets: Sequence[Target],
     skipped: dict[str, str],
     args: argparse.Namespace,
+    blocked: Sequence[scaling.BlockedResult] = (),
     *,
     rst: bool = False,
 ) -> str:
@@ -566,6 +751,11 @@ def _report(
     files = [r for r in rows if r.group == "file"]
     if files:
         out += [throughput_table(files, rst=rst), ""]
+    scaled = [r for r in rows if r.group == SCALING_GROUP]
+    if scaled:
+        out += [throughput_table(scaled, rst=rst), ""]
+    if blocked:
+        out += [blocked_table(blocked, rst=rst), ""]
     if memory:
         headers = ["memory, 64 B items", "bytes/item (peak)", "payload object", "overhead"]
         cells = [
