@@ -82,27 +82,17 @@ class Receiver:
 
     async def run(self) -> None:
         """Deliver until every send end is closed and the channel is drained."""
-        recv = self._recv
         ledger = self._ledger
         linger = self._config.batch_linger
-        batching = self._max_items > 1
         budget = YIELD_EVERY
         try:
             while True:
                 if self.sync_due:
                     await self._run_sync_fn()
-                if self._carry is not None:
-                    self._start_with_carry()
-                if ledger.nb_buffered or ledger.blocked:
+                if self._carry is not None or ledger.nb_buffered or ledger.blocked:
                     self._take_buffered()
-                if not self._batch:
-                    item = await recv.receive()
-                    if not item:  # woken: a timer tick or a flush
-                        self._flushes.check()
-                        continue
-                    self._add(item)
-                    if batching:
-                        self._take_buffered()
+                if not self._batch and not await self._wait_for_data():
+                    continue
                 if linger and not self._done_gathering():
                     await self._linger()
                 await self._deliver()
@@ -112,6 +102,17 @@ class Receiver:
                     await checkpoint()
         except trio.EndOfChannel:
             return
+
+    async def _wait_for_data(self) -> bool:
+        """Wait for the next item, then take what came with it; False when woken without."""
+        item = await self._recv.receive()
+        if not item:  # woken: a timer tick or a flush
+            self._flushes.check()
+            return False
+        self._add(item)
+        if self._max_items > 1:
+            self._take_buffered()
+        return True
 
     def wake(self) -> None:
         """Make a receiver that waits for data look at ``sync_due`` and the flushes again."""
@@ -139,15 +140,16 @@ class Receiver:
             self._batch.append(item)
             self._batch_bytes += len(item)
 
-    def _start_with_carry(self) -> None:
-        """The item carried over starts the next batch (it is held already)."""
-        assert self._carry is not None
-        self._batch.append(self._carry)
-        self._batch_bytes = len(self._carry)
-        self._carry = None
-
     def _take_buffered(self) -> None:
-        """Take what is buffered into the batch, up to its limits."""
+        """Take what is buffered into the batch, up to its limits.
+
+        A new batch starts with the item carried over from the last one, if any (a
+        carried item only exists once its batch is gone).
+        """
+        if self._carry is not None and not self._batch:
+            self._batch.append(self._carry)
+            self._batch_bytes = len(self._carry)
+            self._carry = None
         room = self._max_items - len(self._batch)
         ledger = self._ledger
         if room <= 0:
@@ -202,23 +204,9 @@ class Receiver:
     # ------------------------------------------------------------ delivering
 
     async def _deliver(self) -> None:
-        batch, nbytes = self._batch, self._batch_bytes
-        count = len(batch)
-        self._batch, self._batch_bytes = [], 0
-        ledger = self._ledger
-        ledger.note_peak()
-        ledger.nb_held -= count  # handed to the writer
-        ledger.size_held -= nbytes
-        if self._budget is not None:
-            self._budget.release(nbytes)
-        carried = self._carry_number if self._carry is not None else 0
-        if ledger.samples:
-            ledger.measure_handover(carried - 1 if carried else ledger.taken)
-        payload: Payload = batch
-        if self._join:
-            payload = batch[0] if count == 1 else b"".join(batch)
+        payload, count, nbytes = self._hand_over()
         self._in_flight = count
-        ledger.writer_calls += 1
+        self._ledger.writer_calls += 1
         try:
             if self._plain_writer is not None:  # the usual case, kept inline
                 result = self._plain_writer(payload)
@@ -227,19 +215,47 @@ class Receiver:
             else:
                 await self._writer.call(payload)
         except Exception as exc:
-            error = await self._writer.retry(payload, exc)
+            await self._failed(payload, exc)
         else:
-            error = None
+            self._in_flight = 0
+            self._ledger.items_written += count
+            self._ledger.bytes_written += nbytes
+        self._ledger.unsettled_from = self._carry_number if self._carry is not None else 0
+        if self._flushes.pending:
+            self._flushes.check()
+
+    def _hand_over(self) -> tuple[Payload, int, int]:
+        """Take the batch out of the held count: the payload, its items and bytes."""
+        batch, nbytes = self._batch, self._batch_bytes
+        count = len(batch)
+        self._batch, self._batch_bytes = [], 0
+        ledger = self._ledger
+        ledger.note_peak()
+        ledger.nb_held -= count
+        ledger.size_held -= nbytes
+        if self._budget is not None:
+            self._budget.release(nbytes)
+        if ledger.samples:
+            carried = self._carry is not None
+            ledger.measure_handover(self._carry_number - 1 if carried else ledger.taken)
+        if not self._join:
+            return batch, count, nbytes
+        return (batch[0] if count == 1 else b"".join(batch)), count, nbytes
+
+    async def _failed(self, payload: Payload, exc: Exception) -> None:
+        """The writer call raised: retry it, or count the batch lost and dead-letter it."""
+        count = self._in_flight
+        error = await self._writer.retry(payload, exc)
         self._in_flight = 0
+        ledger = self._ledger
         if error is None:
             ledger.items_written += count
-            ledger.bytes_written += nbytes
+            ledger.bytes_written += (
+                len(payload) if isinstance(payload, bytes) else sum(map(len, payload))
+            )
         else:
             ledger.drops.add("writer_error", count)
             await self._writer.dead_letter(payload, error)  # a flush waits for it too
-        ledger.unsettled_from = carried
-        if self._flushes.pending:
-            self._flushes.check()
 
     async def _run_sync_fn(self) -> None:
         self.sync_due = False
