@@ -215,7 +215,7 @@ class Receiver:
             else:
                 await self._writer.call(payload)
         except Exception as exc:
-            await self._failed(payload, exc)
+            await self._failed(payload, nbytes, exc)
         else:
             self._in_flight = 0
             self._ledger.items_written += count
@@ -242,7 +242,7 @@ class Receiver:
             return batch, count, nbytes
         return (batch[0] if count == 1 else b"".join(batch)), count, nbytes
 
-    async def _failed(self, payload: Payload, exc: Exception) -> None:
+    async def _failed(self, payload: Payload, nbytes: int, exc: Exception) -> None:
         """The writer call raised: retry it, or count the batch lost and dead-letter it."""
         count = self._in_flight
         error = await self._writer.retry(payload, exc)
@@ -250,9 +250,7 @@ class Receiver:
         ledger = self._ledger
         if error is None:
             ledger.items_written += count
-            ledger.bytes_written += (
-                len(payload) if isinstance(payload, bytes) else sum(map(len, payload))
-            )
+            ledger.bytes_written += nbytes
         else:
             ledger.drops.add("writer_error", count)
             await self._writer.dead_letter(payload, error)  # a flush waits for it too
