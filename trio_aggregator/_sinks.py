@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, TypeAlias
 
 import trio
 
+from ._lowlevel import checkpoint
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -64,7 +66,7 @@ class _AsyncWith:
         raise NotImplementedError
 
     async def __aenter__(self) -> Self:
-        await trio.lowlevel.checkpoint()
+        await checkpoint()
         return self
 
     async def __aexit__(
@@ -242,7 +244,7 @@ class FileSink(_AsyncWith):
     async def aclose(self) -> None:
         """Close the file, as `close` does; it is closed even if this call is cancelled."""
         self.close()
-        await trio.lowlevel.checkpoint()
+        await checkpoint()
 
     def __enter__(self) -> Self:
         return self
