@@ -14,6 +14,7 @@ TEST_DEPS = [
     "hypothesis>=6.150",
     "coverage[toml]>=7.10",
     "prometheus-client>=0.20",  # the optional trio_aggregator.prometheus (tests, typecheck)
+    "radon>=6",  # tests/test_code_shape.py: no function of the library above complexity 12
 ]
 LINT_DEPS = ["ruff>=0.15"]
 TYPE_DEPS = ["mypy>=1.18", "pyright>=1.1.400", *TEST_DEPS]

@@ -814,3 +814,65 @@ async def test_run_as_a_service() -> None:
             scope.cancel()  # a cancelled service still drains
     assert out[-1] == b"last"
     assert not agg.is_running
+
+
+async def test_a_sender_waits_in_its_own_clone_of_the_channel(recorder: Recorder) -> None:
+    """Backpressure is Trio's: a blocked send waits in the memory channel, on the clone."""
+    recorder.gate = trio.Event()
+    async with trio.open_nursery() as nursery:
+        config = AggregatorConfig(writer=recorder, buffer_size=1)
+        async with open_aggregator(nursery, config) as agg:
+            await agg.write(b"in the writer\n")
+            await agg.write(b"buffered\n")
+            sender = agg.sender()
+            assert sender.statistics().tasks_waiting_send == 0
+            nursery.start_soon(sender.send, b"blocked\n")
+            await trio.testing.wait_all_tasks_blocked()
+            stats = sender.statistics()
+            assert (stats.tasks_waiting_send, stats.current_buffer_used) == (1, 1)
+            assert stats.open_send_channels == 2  # the aggregator's own end and this clone
+            assert agg.nb_waiting == 1
+            with trio.CancelScope() as cancelled:
+                cancelled.cancel()
+                with pytest.raises(trio.Cancelled):
+                    await sender.send(b"never\n")
+            recorder.gate.set()
+            await agg.flush()
+            assert sender.statistics().tasks_waiting_send == 0
+            await sender.aclose()
+            assert agg.statistics().open_senders == 0
+    assert recorder.calls == [b"in the writer\n", b"buffered\n", b"blocked\n"]
+
+
+async def test_closing_a_sender_fails_only_its_own_blocked_sends(recorder: Recorder) -> None:
+    recorder.gate = trio.Event()
+    outcomes: dict[str, object] = {}
+
+    async def send(name: str, sender: AggregatorSender) -> None:
+        try:
+            await sender.send(name.encode())
+            outcomes[name] = "sent"
+        except trio.ClosedResourceError as exc:
+            outcomes[name] = exc
+
+    async with trio.open_nursery() as nursery:
+        config = AggregatorConfig(writer=recorder, buffer_size=1)
+        async with open_aggregator(nursery, config) as agg:
+            await agg.write(b"w")
+            await agg.write(b"b")
+            first, second = agg.sender(), agg.sender()
+            nursery.start_soon(send, "first", first)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(send, "second", second)
+            await trio.testing.wait_all_tasks_blocked()
+            assert agg.nb_waiting == 2
+            first.close()
+            await trio.testing.wait_all_tasks_blocked()
+            assert agg.nb_waiting == 1
+            assert agg.is_running
+            recorder.gate.set()
+            await agg.flush()
+            second.close()
+    assert outcomes["second"] == "sent"
+    assert type(outcomes["first"]) is trio.ClosedResourceError
+    assert recorder.calls == [b"w", b"b", b"second"]
