@@ -5,10 +5,14 @@ for room when it was called: they enter the channel before any later write, so t
 flush is done once the items numbered up to their count are settled. A waiting write
 that gives up (cancelled, or its sender closed) lowers the count of the flushes that
 were counting on it; each waiting write carries a ticket to tell which ones.
+
+Targets never decrease from one flush to the next (a write that gives up lowers the
+target of every flush after it alike), so the pending flushes are done in order.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING
 
 import trio
@@ -33,7 +37,7 @@ class Flushes:
 
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
-        self.pending: list[_Flush] = []
+        self.pending: deque[_Flush] = deque()
         """The flushes not done yet (a lingering batch goes at once while there are any)."""
         self._tickets = 0
 
@@ -62,13 +66,12 @@ class Flushes:
         self.check()
 
     def check(self) -> None:
-        """Finish the flushes whose items are all settled."""
-        if self.pending:
+        """Finish the flushes whose items are all settled (the oldest first)."""
+        pending = self.pending
+        if pending:
             settled = self._ledger.settled
-            for flush in self.pending:
-                if flush.target <= settled:
-                    flush.done.set()
-            self.pending = [flush for flush in self.pending if not flush.done.is_set()]
+            while pending and pending[0].target <= settled:
+                pending.popleft().done.set()
 
     def release_all(self) -> None:
         """The run ended: everything was written or dropped, so every flush is done."""

@@ -146,12 +146,26 @@ class Ledger:
         self.nb_held += 1
         self.size_held += len(item)
 
-    def hold(self, count: int, size: int) -> None:
-        """Items just taken are held by the receiver until handed to the writer."""
+    def take_run(self, count: int, size: int) -> None:
+        """The receiver took *count* buffered items of *size* bytes at once, and holds them.
+
+        Only when no write waits: then every item in the channel is counted as buffered.
+        """
+        self.nb_buffered -= count
+        self.size_buffered -= size
+        self.taken += count
         if not self.unsettled_from:
             self.unsettled_from = self.taken - count + 1
         self.nb_held += count
         self.size_held += size
+
+    def hand_over(self, count: int, size: int) -> None:
+        """The receiver hands *count* held items of *size* bytes to the writer."""
+        level = self.nb_buffered + self.nb_held
+        if level > self.peak:
+            self.peak = level
+        self.nb_held -= count
+        self.size_held -= size
 
     def note_peak(self) -> None:
         """Keep the high-water mark of the processing level.
@@ -172,15 +186,11 @@ class Ledger:
     # ------------------------------------------------------------ buffered time
 
     def measure_handover(self, last: int) -> None:
-        """The sampled items up to number *last* are being handed to the writer now.
-
-        Called only when there are samples.
-        """
+        """The sampled items up to number *last* are being handed to the writer now."""
         samples = self.samples
-        if samples[0][0] <= last:
-            now = trio.current_time()
-            while samples and samples[0][0] <= last:
-                self._buffered_times.append(now - samples.popleft()[1])
+        now = trio.current_time()
+        while samples and samples[0][0] <= last:
+            self._buffered_times.append(now - samples.popleft()[1])
 
     def forget_sample(self, number: int) -> None:
         """Item *number* was evicted: it never reaches the writer."""

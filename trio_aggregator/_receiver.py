@@ -154,7 +154,7 @@ class Receiver:
         ledger = self._ledger
         if room <= 0:
             return
-        if room > 1 and not ledger.blocked and self._max_bytes is None:
+        if not ledger.blocked and self._max_bytes is None:
             if ledger.nb_buffered:  # all of them are in the channel: take a run at once
                 self._take_run(min(room, ledger.nb_buffered))
             return
@@ -170,15 +170,16 @@ class Receiver:
     def _take_run(self, count: int) -> None:
         """Take *count* buffered items at once (no write is waiting: all are counted)."""
         receive = self._recv.receive_nowait
-        run = [receive() for _ in range(count)]
-        size = sum(map(len, run))
-        ledger = self._ledger
-        ledger.nb_buffered -= count
-        ledger.size_buffered -= size
-        ledger.taken += count
-        ledger.hold(count, size)
-        self._batch += run
+        if count == 1:  # the per-item case
+            item = receive()
+            self._batch.append(item)
+            size = len(item)
+        else:
+            run = [receive() for _ in range(count)]
+            self._batch += run
+            size = sum(map(len, run))
         self._batch_bytes += size
+        self._ledger.take_run(count, size)
 
     def _done_gathering(self) -> bool:
         return (
@@ -230,12 +231,11 @@ class Receiver:
         count = len(batch)
         self._batch, self._batch_bytes = [], 0
         ledger = self._ledger
-        ledger.note_peak()
-        ledger.nb_held -= count
-        ledger.size_held -= nbytes
+        ledger.hand_over(count, nbytes)
         if self._budget is not None:
             self._budget.release(nbytes)
-        if ledger.samples:
+        samples = ledger.samples
+        if samples and samples[0][0] <= ledger.taken:
             carried = self._carry is not None
             ledger.measure_handover(self._carry_number - 1 if carried else ledger.taken)
         if not self._join:
