@@ -324,7 +324,9 @@ async def test_unbounded_buffer_never_blocks() -> None:
     assert len(out) == 1000
 
 
-async def test_blocked_write_cancelled_is_not_delivered() -> None:
+async def test_blocked_write_cancelled_is_not_delivered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with gated_aggregator(buffer_size=1) as g:
         agg = g.agg
         await g.busy()
@@ -378,7 +380,9 @@ async def test_flush_waits_for_writer() -> None:
         assert g.writer.calls == [b"0", b"1", b"2"]
 
 
-async def test_flush_includes_blocked_writes_and_survives_their_cancellation() -> None:
+async def test_flush_includes_blocked_writes_and_survives_their_cancellation(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     async with gated_aggregator(buffer_size=1) as g:
         agg, nursery = g.agg, g.nursery
         await g.busy(b"in writer")
@@ -413,7 +417,7 @@ async def test_flush_includes_blocked_writes_and_survives_their_cancellation() -
         assert g.writer.calls == [b"in writer", b"buffered", b"blocked-1"]
 
 
-async def test_flush_when_idle_returns_at_once() -> None:
+async def test_flush_when_idle_returns_at_once(autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
         async with open_aggregator(nursery, AggregatorConfig(writer=print)) as agg:
             with trio.fail_after(1):
