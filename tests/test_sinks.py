@@ -157,9 +157,7 @@ async def test_file_sink_behind_an_aggregator(
             sync_interval=0.001,
             buffer_size=64,
             batch_max_items=16,
-            # The mock clock jumps while a write runs in its thread: a finite drain
-            # deadline would be reached at once.
-            drain_timeout=math.inf,
+            drain_timeout=math.inf,  # the mock clock jumps while a thread writes
         )
         async with trio.open_nursery() as nursery, open_aggregator(nursery, config) as agg:
             async with trio.open_nursery() as producers:
