@@ -1,13 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from trio_aggregator import AggregatorConfig, FileSink
+from trio_aggregator import Aggregator, AggregatorConfig, FileSink, open_aggregator
 
 Payload = bytes | list[bytes]
 
@@ -78,6 +79,58 @@ def config(writer: Callable[[Any], object], **kwargs: Any) -> AggregatorConfig:
 async def settle() -> None:
     """Let every task run until all are blocked (the receiver parks)."""
     await trio.testing.wait_all_tasks_blocked()
+
+
+class Gated:
+    """An aggregator whose writer, a `Recorder`, waits at a gate until `release`.
+
+    `busy` hands one item to the parked receiver: the writer is then stuck on it, so what
+    is written next stays buffered, and a full buffer shows the ``when_full`` policy.
+    """
+
+    def __init__(self, agg: Aggregator, writer: Recorder, nursery: trio.Nursery) -> None:
+        self.agg = agg
+        self.writer = writer
+        self.nursery = nursery
+        """The nursery the aggregator runs in, for the test's own tasks."""
+        self._gate = trio.Event()
+        writer.gate = self._gate
+
+    async def busy(self, item: bytes = b"a") -> None:
+        """Shut the gate (again, after a `release`) and hand *item* to the parked receiver:
+        the writer is stuck on it, and the buffer is empty."""
+        if self._gate.is_set():
+            self._gate = self.writer.gate = trio.Event()
+        await settle()
+        assert await self.agg.write(item) == len(item)
+        await settle()
+        assert self.agg.nb_processing == 0
+
+    def fill(self, *items: bytes) -> None:
+        """`write_nowait` each of *items*; each must be accepted whole."""
+        for item in items:
+            assert self.agg.write_nowait(item) == len(item)
+
+    def release(self) -> None:
+        """Open the gate: the writer call waiting at it, and every later one, go through."""
+        self._gate.set()
+
+
+@asynccontextmanager
+async def gated_aggregator(**kwargs: Any) -> AsyncIterator[Gated]:
+    """`open_aggregator` with *kwargs* as its config and a gated writer, in a nursery of
+    its own. The gate starts shut; on exit it is opened, so the closing drain goes through.
+    """
+    writer = Recorder()
+    async with (
+        trio.open_nursery() as nursery,
+        open_aggregator(nursery, config(writer, **kwargs)) as agg,
+    ):
+        gated = Gated(agg, writer, nursery)
+        try:
+            yield gated
+        finally:
+            gated.release()
 
 
 def fail_first_file_write(monkeypatch: pytest.MonkeyPatch) -> None:

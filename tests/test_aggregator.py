@@ -17,7 +17,7 @@ from trio_aggregator import (
     open_aggregator,
 )
 
-from .conftest import Recorder
+from .conftest import Recorder, gated_aggregator
 
 
 def test_config_type_is_checked() -> None:
@@ -259,47 +259,41 @@ async def test_senders_of_an_old_run_stay_closed() -> None:
         await agg.aclose()
 
 
-async def test_write_nowait_raises_wouldblock_when_full(recorder: Recorder) -> None:
-    recorder.gate = trio.Event()
-    async with trio.open_nursery() as nursery:
-        config = AggregatorConfig(writer=recorder, buffer_size=2)
-        async with open_aggregator(nursery, config) as agg:
-            await agg.write(b"0")  # taken by the receiver, stuck in the writer
+async def test_write_nowait_raises_wouldblock_when_full() -> None:
+    async with gated_aggregator(buffer_size=2) as g:
+        agg = g.agg
+        await g.busy(b"0")  # taken by the receiver, stuck in the writer
+        g.fill(b"1", b"2")
+        with pytest.raises(trio.WouldBlock):
+            agg.write_nowait(b"3")
+        sender = agg.sender()
+        with pytest.raises(trio.WouldBlock):
+            sender.send_nowait(b"3")
+        assert agg.nb_processing == 2
+        g.release()
+    assert g.writer.calls == [b"0", b"1", b"2"]
+
+
+async def test_metrics_exact_under_backpressure() -> None:
+    async with gated_aggregator(buffer_size=3) as g:
+        agg = g.agg
+        for i in range(8):
+            g.nursery.start_soon(agg.write, b"x" * (i + 1))
             await trio.testing.wait_all_tasks_blocked()
-            assert agg.write_nowait(b"1") == 1
-            assert agg.write_nowait(b"2") == 1
-            with pytest.raises(trio.WouldBlock):
-                agg.write_nowait(b"3")
-            sender = agg.sender()
-            with pytest.raises(trio.WouldBlock):
-                sender.send_nowait(b"3")
-            assert agg.nb_processing == 2
-            recorder.gate.set()
-    assert recorder.calls == [b"0", b"1", b"2"]
-
-
-async def test_metrics_exact_under_backpressure(recorder: Recorder) -> None:
-    recorder.gate = trio.Event()
-    async with trio.open_nursery() as nursery:
-        config = AggregatorConfig(writer=recorder, buffer_size=3)
-        async with open_aggregator(nursery, config) as agg:
-            for i in range(8):
-                nursery.start_soon(agg.write, b"x" * (i + 1))
-                await trio.testing.wait_all_tasks_blocked()
-            # 1 in the writer, 3 buffered, 4 blocked.
-            assert agg.nb_processing == 3
-            assert agg.size_processing == 2 + 3 + 4
-            assert agg.nb_waiting == 4
-            assert agg.size_waiting == 5 + 6 + 7 + 8
-            stats = agg.statistics()
-            assert (stats.nb_processing, stats.nb_waiting) == (3, 4)
-            assert stats.peak_nb_processing == 3
-            assert stats.buffer_size == 3
-            recorder.gate.set()
-            await agg.flush()
-            assert (agg.nb_processing, agg.size_processing) == (0, 0)
-            assert (agg.nb_waiting, agg.size_waiting) == (0, 0)
-    assert recorder.calls == [b"x" * (i + 1) for i in range(8)]
+        # 1 in the writer, 3 buffered, 4 blocked.
+        assert agg.nb_processing == 3
+        assert agg.size_processing == 2 + 3 + 4
+        assert agg.nb_waiting == 4
+        assert agg.size_waiting == 5 + 6 + 7 + 8
+        stats = agg.statistics()
+        assert (stats.nb_processing, stats.nb_waiting) == (3, 4)
+        assert stats.peak_nb_processing == 3
+        assert stats.buffer_size == 3
+        g.release()
+        await agg.flush()
+        assert (agg.nb_processing, agg.size_processing) == (0, 0)
+        assert (agg.nb_waiting, agg.size_waiting) == (0, 0)
+    assert g.writer.calls == [b"x" * (i + 1) for i in range(8)]
 
 
 async def test_rendezvous_buffer(recorder: Recorder) -> None:
@@ -333,21 +327,21 @@ async def test_unbounded_buffer_never_blocks() -> None:
     assert len(out) == 1000
 
 
-async def test_blocked_write_cancelled_is_not_delivered(recorder: Recorder) -> None:
-    recorder.gate = trio.Event()
-    async with trio.open_nursery() as nursery:
-        config = AggregatorConfig(writer=recorder, buffer_size=1)
-        async with open_aggregator(nursery, config) as agg:
-            await agg.write(b"a")
-            await agg.write(b"b")
-            with trio.move_on_after(1) as scope:
-                await agg.write(b"never")
-            assert scope.cancelled_caught
-            assert agg.nb_waiting == 0
-            assert agg.size_waiting == 0
-            recorder.gate.set()
-            await agg.write(b"c")
-    assert recorder.calls == [b"a", b"b", b"c"]
+async def test_blocked_write_cancelled_is_not_delivered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with gated_aggregator(buffer_size=1) as g:
+        agg = g.agg
+        await g.busy()
+        await agg.write(b"b")
+        with trio.move_on_after(1) as scope:
+            await agg.write(b"never")
+        assert scope.cancelled_caught
+        assert agg.nb_waiting == 0
+        assert agg.size_waiting == 0
+        g.release()
+        await agg.write(b"c")
+    assert g.writer.calls == [b"a", b"b", b"c"]
     assert agg.statistics().items_accepted == 3
 
 
@@ -368,69 +362,65 @@ async def test_write_is_a_checkpoint() -> None:
                 await agg.flush()
 
 
-async def test_flush_waits_for_writer(recorder: Recorder) -> None:
-    recorder.gate = trio.Event()
-    async with trio.open_nursery() as nursery:
-        config = AggregatorConfig(writer=recorder, buffer_size=4)
-        async with open_aggregator(nursery, config) as agg:
-            for i in range(3):
-                await agg.write(b"%d" % i)
-            flushed = False
+async def test_flush_waits_for_writer() -> None:
+    async with gated_aggregator(buffer_size=4) as g:
+        agg = g.agg
+        for i in range(3):
+            await agg.write(b"%d" % i)
+        flushed = False
 
-            async def flush() -> None:
-                nonlocal flushed
-                await agg.flush()
-                flushed = True
+        async def flush() -> None:
+            nonlocal flushed
+            await agg.flush()
+            flushed = True
 
-            nursery.start_soon(flush)
-            await trio.testing.wait_all_tasks_blocked()
-            assert not flushed
-            recorder.gate.set()
-            await trio.testing.wait_all_tasks_blocked()
-            assert flushed
-            assert recorder.calls == [b"0", b"1", b"2"]
+        g.nursery.start_soon(flush)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not flushed
+        g.release()
+        await trio.testing.wait_all_tasks_blocked()
+        assert flushed
+        assert g.writer.calls == [b"0", b"1", b"2"]
 
 
 async def test_flush_includes_blocked_writes_and_survives_their_cancellation(
-    recorder: Recorder,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
-    recorder.gate = trio.Event()
-    async with trio.open_nursery() as nursery:
-        config = AggregatorConfig(writer=recorder, buffer_size=1)
-        async with open_aggregator(nursery, config) as agg:
-            await agg.write(b"in writer")
-            await agg.write(b"buffered")
-            blocked = trio.CancelScope()
+    async with gated_aggregator(buffer_size=1) as g:
+        agg, nursery = g.agg, g.nursery
+        await g.busy(b"in writer")
+        await agg.write(b"buffered")
+        blocked = trio.CancelScope()
 
-            async def blocked_write(data: bytes, scope: trio.CancelScope | None) -> None:
-                if scope is None:
-                    await agg.write(data)
-                    return
-                with scope:
-                    await agg.write(data)
+        async def blocked_write(data: bytes, scope: trio.CancelScope | None) -> None:
+            if scope is None:
+                await agg.write(data)
+                return
+            with scope:
+                await agg.write(data)
 
-            nursery.start_soon(blocked_write, b"blocked-1", None)
-            nursery.start_soon(blocked_write, b"blocked-2", blocked)
-            await trio.testing.wait_all_tasks_blocked()
-            assert agg.nb_waiting == 2
-            done = trio.Event()
+        nursery.start_soon(blocked_write, b"blocked-1", None)
+        nursery.start_soon(blocked_write, b"blocked-2", blocked)
+        await trio.testing.wait_all_tasks_blocked()
+        assert agg.nb_waiting == 2
+        done = trio.Event()
 
-            async def flush() -> None:
-                await agg.flush()
-                done.set()
+        async def flush() -> None:
+            await agg.flush()
+            done.set()
 
-            nursery.start_soon(flush)
-            await trio.testing.wait_all_tasks_blocked()
-            blocked.cancel()  # the last blocked write gives up: flush must not hang on it
-            await trio.testing.wait_all_tasks_blocked()
-            assert not done.is_set()
-            recorder.gate.set()
-            with trio.fail_after(5):
-                await done.wait()
-            assert recorder.calls == [b"in writer", b"buffered", b"blocked-1"]
+        nursery.start_soon(flush)
+        await trio.testing.wait_all_tasks_blocked()
+        blocked.cancel()  # the last blocked write gives up: flush must not hang on it
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done.is_set()
+        g.release()
+        with trio.fail_after(5):
+            await done.wait()
+        assert g.writer.calls == [b"in writer", b"buffered", b"blocked-1"]
 
 
-async def test_flush_when_idle_returns_at_once() -> None:
+async def test_flush_when_idle_returns_at_once(autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
         async with open_aggregator(nursery, AggregatorConfig(writer=print)) as agg:
             with trio.fail_after(1):
@@ -449,29 +439,28 @@ async def test_stop_delivers_everything_buffered(recorder: Recorder) -> None:
         await agg.aclose()
 
 
-async def test_stop_fails_blocked_writes_loudly(recorder: Recorder) -> None:
-    recorder.gate = trio.Event()
+async def test_stop_fails_blocked_writes_loudly() -> None:
     results: list[object] = []
+    async with gated_aggregator(buffer_size=1) as g:
+        agg, nursery = g.agg, g.nursery
 
-    async def blocked_write() -> None:
-        try:
-            results.append(await agg.write(b"blocked"))
-        except AggregatorClosedError as exc:
-            results.append(exc)
+        async def blocked_write() -> None:
+            try:
+                results.append(await agg.write(b"blocked"))
+            except AggregatorClosedError as exc:
+                results.append(exc)
 
-    async with trio.open_nursery() as nursery:
-        agg = await connect_aggregator(nursery, AggregatorConfig(writer=recorder, buffer_size=1))
-        await agg.write(b"a")
+        await g.busy()
         await agg.write(b"b")
         nursery.start_soon(blocked_write)
         await trio.testing.wait_all_tasks_blocked()
         nursery.start_soon(agg.stop)
         await trio.testing.wait_all_tasks_blocked()
-        recorder.gate.set()
+        g.release()
         await agg.wait_stopped()
     assert len(results) == 1
     assert isinstance(results[0], AggregatorClosedError)
-    assert recorder.calls == [b"a", b"b"]
+    assert g.writer.calls == [b"a", b"b"]
 
 
 async def test_nursery_cancellation_drains_buffer(recorder: Recorder) -> None:

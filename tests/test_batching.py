@@ -16,28 +16,25 @@ import trio.testing
 
 from trio_aggregator import Aggregator, open_aggregator
 
-from .conftest import Payload, Recorder, config, flatten, settle
+from .conftest import Payload, Recorder, config, flatten, gated_aggregator, settle
 
 # --------------------------------------------------------------------------- composition
 
 
 @pytest.mark.parametrize("join", [True, False])
 async def test_batches_take_only_what_is_buffered_up_to_max_items(join: bool) -> None:
-    gate = trio.Event()
-    writer = Recorder(gate=gate)
     items = [b"%d\n" % i for i in range(10)]
-    cfg = config(writer, buffer_size=10, batch_max_items=4, batch_join=join)
-    async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
+    async with gated_aggregator(buffer_size=10, batch_max_items=4, batch_join=join) as g:
+        agg = g.agg
         await settle()
-        for item in items:
-            assert agg.write_nowait(item) == len(item)
-        gate.set()
+        g.fill(*items)
+        g.release()
         await agg.flush()
         expected = [items[0:4], items[4:8], items[8:10]]
         if join:
-            assert writer.calls == [b"".join(batch) for batch in expected]
+            assert g.writer.calls == [b"".join(batch) for batch in expected]
         else:
-            assert writer.calls == expected
+            assert g.writer.calls == expected
         stats = agg.statistics()
         assert stats.writer_calls == 3
         assert stats.items_written == 10
@@ -108,16 +105,15 @@ async def test_batch_join_true_always_gives_bytes(max_items: int) -> None:
 
 
 async def test_batch_max_bytes_stops_a_batch_before_it_passes_the_bound() -> None:
-    gate = trio.Event()
-    writer = Recorder(gate=gate)
     sizes = [3, 3, 3, 3, 9, 2, 2, 1, 6]
     items = [bytes([ord("a") + i]) * size for i, size in enumerate(sizes)]
-    cfg = config(writer, buffer_size=20, batch_max_items=10, batch_max_bytes=6, batch_join=False)
-    async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
+    async with gated_aggregator(
+        buffer_size=20, batch_max_items=10, batch_max_bytes=6, batch_join=False
+    ) as g:
+        agg, writer = g.agg, g.writer
         await settle()
-        for item in items:
-            agg.write_nowait(item)
-        gate.set()
+        g.fill(*items)
+        g.release()
         await agg.flush()
         # 3+3 == 6 fits exactly; the 9-byte item goes alone; 2+2+1 then 6 alone.
         assert [[len(i) for i in call] for call in writer.calls] == [
@@ -227,10 +223,8 @@ async def test_linger_never_delays_flush(autojump_clock: trio.testing.MockClock)
 async def test_flush_with_writes_blocked_never_waits_for_linger(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    gate = trio.Event()
-    writer = Recorder(gate=gate)
-    cfg = config(writer, buffer_size=1, batch_max_items=10, batch_linger=100.0)
-    async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
+    async with gated_aggregator(buffer_size=1, batch_max_items=10, batch_linger=100.0) as g:
+        agg, nursery = g.agg, g.nursery
         await agg.write(b"a")  # held for a lingering batch
         nursery.start_soon(agg.flush)  # ends the linger: the writer waits on the gate with a
         await settle()
@@ -251,10 +245,10 @@ async def test_flush_with_writes_blocked_never_waits_for_linger(
         nursery.start_soon(flush)
         await settle()
         assert not flushed.is_set()
-        gate.set()
+        g.release()
         await flushed.wait()
         assert trio.current_time() == t0
-        assert writer.calls == [b"a", b"bcd"]
+        assert g.writer.calls == [b"a", b"bcd"]
         assert agg.nb_waiting == 0
         assert agg.nb_processing == 0
 
@@ -488,22 +482,19 @@ async def test_drain_delivers_everything_buffered(
 async def test_drain_timeout_counts_held_inflight_and_buffered_items(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    hang = trio.Event()
-    writer = Recorder(gate=hang)
-    cfg = config(writer, buffer_size=10, batch_max_items=4, batch_max_bytes=8, drain_timeout=1.0)
-    async with trio.open_nursery() as nursery:
-        agg = Aggregator(cfg)
-        await agg.start(nursery)
+    async with gated_aggregator(  # the gate stays shut until after stop
+        buffer_size=10, batch_max_items=4, batch_max_bytes=8, drain_timeout=1.0
+    ) as g:
+        agg = g.agg
         await settle()
-        for item in (b"aa", b"bb", b"cc", b"dddddd", b"e", b"f", b"g"):
-            agg.write_nowait(item)
+        g.fill(b"aa", b"bb", b"cc", b"dddddd", b"e", b"f", b"g")
         await settle()  # the writer hangs on [aa bb cc]; dddddd is held for the next batch
         assert agg.nb_processing == 4
         t0 = trio.current_time()
         await agg.stop()
         assert trio.current_time() - t0 == pytest.approx(1.0)
     stats = agg.statistics()
-    assert writer.calls == []
+    assert g.writer.calls == []
     assert stats.items_accepted == 7
     assert stats.items_written == 0
     assert stats.dropped_drain_timeout == 7

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -13,14 +14,9 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trio_aggregator import (
-    Aggregator,
-    AggregatorStatistics,
-    _drops,
-    open_aggregator,
-)
+from trio_aggregator import Aggregator, AggregatorStatistics, open_aggregator
 
-from .conftest import Payload, Recorder, config, settle
+from .conftest import Payload, Recorder, config, gated_aggregator, settle
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -32,14 +28,6 @@ def flatten(calls: Sequence[Payload]) -> list[bytes]:
     for call in calls:
         out.extend([call] if isinstance(call, bytes) else call)
     return out
-
-
-async def busy_writer(agg: Aggregator) -> None:
-    """Hand one item to the parked receiver so that the (gated) writer is busy with it."""
-    await settle()
-    assert await agg.write(b"a") == 1
-    await settle()
-    assert agg.nb_processing == 0
 
 
 def assert_drop_sum(stats: AggregatorStatistics) -> None:
@@ -55,14 +43,10 @@ def assert_drop_sum(stats: AggregatorStatistics) -> None:
 
 
 async def test_block_write_nowait_raises_wouldblock_when_full() -> None:
-    gate = trio.Event()
-    writer = Recorder(gate=gate)
-    async with (
-        trio.open_nursery() as nursery,
-        open_aggregator(nursery, config(writer, buffer_size=1)) as agg,
-    ):
-        await busy_writer(agg)
-        assert agg.write_nowait(b"b") == 1
+    async with gated_aggregator(buffer_size=1) as g:
+        agg = g.agg
+        await g.busy()
+        g.fill(b"b")
         with pytest.raises(trio.WouldBlock):
             agg.write_nowait(b"c")
         async with agg.sender() as sender:
@@ -71,23 +55,18 @@ async def test_block_write_nowait_raises_wouldblock_when_full() -> None:
         stats = agg.statistics()
         assert stats.items_accepted == 2
         assert stats.dropped == 0
-        gate.set()
+        g.release()
         await agg.flush()
-    assert writer.calls == [b"a", b"b"]
+    assert g.writer.calls == [b"a", b"b"]
 
 
 @pytest.mark.parametrize("via", ["write", "sender"])
 async def test_block_write_cancelled_while_blocked_is_not_delivered_nor_accepted(
     via: str, autojump_clock: trio.testing.MockClock
 ) -> None:
-    gate = trio.Event()
-    writer = Recorder(gate=gate)
-    async with (
-        trio.open_nursery() as nursery,
-        open_aggregator(nursery, config(writer, buffer_size=1, batch_max_items=4)) as agg,
-    ):
-        await agg.write(b"a")
-        await settle()
+    async with gated_aggregator(buffer_size=1, batch_max_items=4) as g:
+        agg = g.agg
+        await g.busy()
         await agg.write(b"b")
         sender = agg.sender()
         with trio.move_on_after(1.0) as scope:
@@ -102,11 +81,11 @@ async def test_block_write_cancelled_while_blocked_is_not_delivered_nor_accepted
         with pytest.raises(trio.TooSlowError):
             with trio.fail_after(1.0):
                 await agg.write(b"too slow")
-        gate.set()
+        g.release()
         await agg.flush()
         await agg.write(b"c")
         await sender.aclose()
-    assert flatten(writer.calls) == [b"a", b"b", b"c"]
+    assert flatten(g.writer.calls) == [b"a", b"b", b"c"]
     stats = agg.statistics()
     assert stats.items_accepted == stats.items_written == 3
     assert stats.dropped == 0
@@ -115,13 +94,9 @@ async def test_block_write_cancelled_while_blocked_is_not_delivered_nor_accepted
 async def test_flush_is_not_held_up_by_a_blocked_write_that_is_cancelled(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    gate = trio.Event()
-    writer = Recorder(gate=gate)
-    async with (
-        trio.open_nursery() as nursery,
-        open_aggregator(nursery, config(writer, buffer_size=1)) as agg,
-    ):
-        await busy_writer(agg)
+    async with gated_aggregator(buffer_size=1) as g:
+        agg, nursery = g.agg, g.nursery
+        await g.busy()
         await agg.write(b"b")
         blocked = trio.CancelScope()
 
@@ -141,17 +116,15 @@ async def test_flush_is_not_held_up_by_a_blocked_write_that_is_cancelled(
         nursery.start_soon(flush)
         await settle()
         blocked.cancel()
-        gate.set()
+        g.release()
         await flushed.wait()
-        assert writer.calls == [b"a", b"b"]
+        assert g.writer.calls == [b"a", b"b"]
 
 
 async def test_drop_newest_discards_the_new_write_and_counts_it() -> None:
-    gate = trio.Event()
-    writer = Recorder(gate=gate)
-    cfg = config(writer, buffer_size=2, when_full="drop_newest")
-    async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
-        await busy_writer(agg)
+    async with gated_aggregator(buffer_size=2, when_full="drop_newest") as g:
+        agg = g.agg
+        await g.busy()
         assert await agg.write(b"b") == 1
         assert await agg.write(b"c") == 1
         assert await agg.write(b"dd") == 0
@@ -166,19 +139,17 @@ async def test_drop_newest_discards_the_new_write_and_counts_it() -> None:
         assert stats.dropped == 4
         assert stats.dropped_oldest == 0
         assert stats.items_accepted == 3
-        gate.set()
+        g.release()
         await agg.flush()
         assert await agg.write(b"h") == 1  # room again
-    assert writer.calls == [b"a", b"b", b"c", b"h"]
+    assert g.writer.calls == [b"a", b"b", b"c", b"h"]
     assert agg.statistics().items_written == 4
 
 
 async def test_drop_oldest_evicts_the_oldest_buffered_item_and_counts_it() -> None:
-    gate = trio.Event()
-    writer = Recorder(gate=gate)
-    cfg = config(writer, buffer_size=2, when_full="drop_oldest")
-    async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
-        await busy_writer(agg)
+    async with gated_aggregator(buffer_size=2, when_full="drop_oldest") as g:
+        agg = g.agg
+        await g.busy()
         assert await agg.write(b"b") == 1
         assert await agg.write(b"c") == 1
         assert await agg.write(b"dd") == 2  # evicts b
@@ -193,9 +164,9 @@ async def test_drop_oldest_evicts_the_oldest_buffered_item_and_counts_it() -> No
         assert stats.dropped == 4
         assert stats.dropped_full == 0
         assert stats.items_accepted == 7
-        gate.set()
+        g.release()
         await agg.flush()
-    assert writer.calls == [b"a", b"f", b"g"]
+    assert g.writer.calls == [b"a", b"f", b"g"]
     stats = agg.statistics()
     assert stats.items_written + stats.dropped == stats.items_accepted
 
@@ -262,11 +233,9 @@ def test_policy_numbers_are_validated(field: str, value: object, exc: type[Excep
 
 
 async def test_raise_policy_raises_wouldblock_everywhere_and_drops_nothing() -> None:
-    gate = trio.Event()
-    writer = Recorder(gate=gate)
-    cfg = config(writer, buffer_size=1, when_full="raise")
-    async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
-        await busy_writer(agg)
+    async with gated_aggregator(buffer_size=1, when_full="raise") as g:
+        agg = g.agg
+        await g.busy()
         assert await agg.write(b"b") == 1
         with pytest.raises(trio.WouldBlock):
             await agg.write(b"c")
@@ -282,126 +251,105 @@ async def test_raise_policy_raises_wouldblock_everywhere_and_drops_nothing() -> 
         assert stats.dropped == 0
         assert stats.items_accepted == 2
         assert agg.nb_waiting == 0
-        gate.set()
+        g.release()
         await agg.flush()
-    assert writer.calls == [b"a", b"b"]
+    assert g.writer.calls == [b"a", b"b"]
 
 
 async def test_raise_policy_write_that_raises_still_checkpoints() -> None:
-    gate = trio.Event()
-    cfg = config(Recorder(gate=gate), buffer_size=0, when_full="raise")
-    async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
-        await busy_writer(agg)
+    async with gated_aggregator(buffer_size=0, when_full="raise") as g:
+        await g.busy()
         with trio.CancelScope() as scope:
             scope.cancel()
             with pytest.raises(trio.Cancelled):
-                await agg.write(b"x")
-        gate.set()
+                await g.agg.write(b"x")
 
 
 # --------------------------------------------------------------------------- bytes bounds
 
 
 async def test_buffer_max_bytes_blocks_when_one_more_item_would_pass_it() -> None:
-    gate = trio.Event()
-    writer = Recorder(gate=gate)
-    cfg = config(writer, buffer_size=10, buffer_max_bytes=10)
-    async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
-        await busy_writer(agg)
+    async with gated_aggregator(buffer_size=10, buffer_max_bytes=10) as g:
+        agg = g.agg
+        await g.busy()
         assert await agg.write(b"b" * 6) == 6
         assert await agg.write(b"c" * 4) == 4  # exactly 10: fits
         assert agg.size_processing == 10
         with pytest.raises(trio.WouldBlock):
             agg.write_nowait(b"d")
-        nursery.start_soon(agg.write, b"d")
+        g.nursery.start_soon(agg.write, b"d")
         await settle()
         assert agg.nb_waiting == 1
         assert agg.size_waiting == 1
-        gate.set()
+        g.release()
         await agg.flush()
-    assert writer.calls == [b"a", b"b" * 6, b"c" * 4, b"d"]
+    assert g.writer.calls == [b"a", b"b" * 6, b"c" * 4, b"d"]
     assert agg.statistics().dropped == 0
 
 
 async def test_buffer_size_and_buffer_max_bytes_both_apply() -> None:
-    gate = trio.Event()
-    writer = Recorder(gate=gate)
-    cfg = config(writer, buffer_size=2, buffer_max_bytes=1000, when_full="drop_newest")
-    async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
-        await busy_writer(agg)
-        assert agg.write_nowait(b"b") == 1
-        assert agg.write_nowait(b"c") == 1
-        assert agg.write_nowait(b"d") == 0  # full in items long before bytes
-        assert agg.statistics().dropped_full == 1
-        gate.set()
+    async with gated_aggregator(buffer_size=2, buffer_max_bytes=1000, when_full="drop_newest") as g:
+        await g.busy()
+        g.fill(b"b", b"c")
+        assert g.agg.write_nowait(b"d") == 0  # full in items long before bytes
+        assert g.agg.statistics().dropped_full == 1
 
 
 async def test_an_item_larger_than_buffer_max_bytes_is_accepted_alone() -> None:
-    gate = trio.Event()
-    writer = Recorder(gate=gate)
-    cfg = config(writer, buffer_size=10, buffer_max_bytes=5)
     big = b"B" * 20
-    async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
-        await busy_writer(agg)
-        assert agg.write_nowait(big) == 20  # empty buffer: accepted alone
+    async with gated_aggregator(buffer_size=10, buffer_max_bytes=5) as g:
+        agg = g.agg
+        await g.busy()
+        g.fill(big)  # empty buffer: accepted alone
         assert agg.size_processing == 20
         with pytest.raises(trio.WouldBlock):
             agg.write_nowait(b"x")
-        gate.set()
+        g.release()
         await agg.flush()
         # Not empty: the big item waits until the buffer is.
-        gate2 = writer.gate = trio.Event()
-        await busy_writer(agg)
-        assert agg.write_nowait(b"y") == 1
+        await g.busy()
+        g.fill(b"y")
         with pytest.raises(trio.WouldBlock):
             agg.write_nowait(big)
-        nursery.start_soon(agg.write, big)
+        g.nursery.start_soon(agg.write, big)
         await settle()
         assert agg.nb_waiting == 1
-        gate2.set()
+        g.release()
         await agg.flush()
-    assert writer.calls == [b"a", big, b"a", b"y", big]
+    assert g.writer.calls == [b"a", big, b"a", b"y", big]
 
 
 async def test_buffer_max_bytes_with_drop_newest_and_raise() -> None:
-    gate = trio.Event()
-    cfg_newest = config(
-        Recorder(gate=gate), buffer_size=10, buffer_max_bytes=4, when_full="drop_newest"
-    )
-    cfg_raise = config(Recorder(gate=gate), buffer_size=10, buffer_max_bytes=4, when_full="raise")
-    async with trio.open_nursery() as nursery:
-        async with (
-            open_aggregator(nursery, cfg_newest) as newest,
-            open_aggregator(nursery, cfg_raise) as raising,
-        ):
-            await busy_writer(newest)
-            await busy_writer(raising)
-            assert await newest.write(b"xyz") == 3
-            assert await newest.write(b"zz") == 0
-            assert newest.statistics().dropped_full == 1
-            assert await raising.write(b"xyz") == 3
-            with pytest.raises(trio.WouldBlock):
-                await raising.write(b"zz")
-            assert raising.statistics().dropped == 0
-            gate.set()
+    bounds: dict[str, Any] = {"buffer_size": 10, "buffer_max_bytes": 4}
+    async with (
+        gated_aggregator(**bounds, when_full="drop_newest") as g_newest,
+        gated_aggregator(**bounds, when_full="raise") as g_raise,
+    ):
+        newest, raising = g_newest.agg, g_raise.agg
+        await g_newest.busy()
+        await g_raise.busy()
+        assert await newest.write(b"xyz") == 3
+        assert await newest.write(b"zz") == 0
+        assert newest.statistics().dropped_full == 1
+        assert await raising.write(b"xyz") == 3
+        with pytest.raises(trio.WouldBlock):
+            await raising.write(b"zz")
+        assert raising.statistics().dropped == 0
 
 
 async def test_buffer_max_bytes_with_drop_oldest_evicts_until_it_fits() -> None:
-    gate = trio.Event()
-    writer = Recorder(gate=gate)
-    cfg = config(writer, buffer_size=10, buffer_max_bytes=10, when_full="drop_oldest")
-    async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
-        await busy_writer(agg)
-        for item in (b"bbbb", b"cccc", b"dd"):
-            assert agg.write_nowait(item) == len(item)
+    async with gated_aggregator(buffer_size=10, buffer_max_bytes=10, when_full="drop_oldest") as g:
+        agg = g.agg
+        await g.busy()
+        g.fill(b"bbbb", b"cccc", b"dd")
         assert agg.write_nowait(b"eeeeeee") == 7  # evicts bbbb and cccc: 2 + 7 <= 10
         assert agg.statistics().dropped_oldest == 2
         assert agg.write_nowait(b"F" * 30) == 30  # evicts everything, then goes alone
         assert agg.statistics().dropped_oldest == 4
         assert agg.size_processing == 30
-        gate.set()
+        g.release()
         await agg.flush()
-    assert writer.calls == [b"a", b"F" * 30]
+    assert g.writer.calls == [b"a", b"F" * 30]
 
 
 async def test_drop_oldest_when_eviction_cannot_make_room_the_write_is_counted(
@@ -438,13 +386,10 @@ async def test_drop_oldest_when_eviction_cannot_make_room_the_write_is_counted(
 
 
 async def test_writes_blocked_at_stop_fail_and_are_not_accepted() -> None:
-    gate = trio.Event()
-    writer = Recorder(gate=gate)
-    agg = Aggregator(config(writer, buffer_size=1))
     outcomes: list[str] = []
-    async with trio.open_nursery() as nursery:
-        await agg.start(nursery)
-        await busy_writer(agg)
+    async with gated_aggregator(buffer_size=1) as g:
+        agg, nursery = g.agg, g.nursery
+        await g.busy()
         await agg.write(b"b")
 
         async def blocked(item: bytes) -> None:
@@ -462,8 +407,8 @@ async def test_writes_blocked_at_stop_fail_and_are_not_accepted() -> None:
         assert outcomes == ["AggregatorClosedError"] * 2
         assert agg.nb_waiting == 0
         assert agg.size_waiting == 0
-        gate.set()
-    assert writer.calls == [b"a", b"b"]
+        g.release()
+    assert g.writer.calls == [b"a", b"b"]
     stats = agg.statistics()
     assert stats.items_accepted == stats.items_written == 2
     assert stats.dropped == 0
@@ -598,22 +543,15 @@ async def test_on_writer_error_raise_propagates_into_the_nursery(
 
 
 async def test_on_writer_error_raise_counts_what_was_still_buffered() -> None:
-    gate = trio.Event()
-
-    async def writer(data: bytes) -> None:
-        await gate.wait()
-        raise OSError("sink gone")
-
-    cfg = config(writer, buffer_size=10, on_writer_error="raise")
-    agg = Aggregator(cfg)
     with pytest.RaisesGroup(OSError, flatten_subgroups=True):
-        async with trio.open_nursery() as nursery:
-            await agg.start(nursery)
-            await busy_writer(agg)
+        async with gated_aggregator(buffer_size=10, on_writer_error="raise") as g:
+            g.writer.fail_on = lambda data: True  # the sink is gone
+            await g.busy()
             for item in (b"b", b"c", b"d"):
-                agg.write_nowait(item)
-            gate.set()
+                g.agg.write_nowait(item)
+            g.release()
             await trio.sleep_forever()
+    agg = g.agg
     stats = agg.statistics()
     assert stats.items_accepted == 4
     assert stats.items_written == 0
@@ -916,35 +854,38 @@ async def test_every_drop_reason_is_counted_and_summed(
 
 
 async def test_drop_counters_survive_a_restart() -> None:
-    gate = trio.Event()
-    writer = Recorder(gate=gate)
-    cfg = config(writer, buffer_size=1, when_full="drop_oldest")
-    async with trio.open_nursery() as nursery:
-        agg = Aggregator(cfg)
-        await agg.start(nursery)
-        await busy_writer(agg)
+    async with gated_aggregator(buffer_size=1, when_full="drop_oldest") as g:
+        agg = g.agg
+        await g.busy()
         agg.write_nowait(b"b")
         agg.write_nowait(b"c")
-        gate.set()
+        g.release()
         await agg.restart()
-        gate2 = writer.gate = trio.Event()
-        await busy_writer(agg)
+        await g.busy()
         agg.write_nowait(b"d")
         agg.write_nowait(b"e")
-        gate2.set()
+        g.release()
         await agg.aclose()
     stats = agg.statistics()
     assert stats.dropped_oldest == 2
     assert stats.dropped == 2
-    assert writer.calls == [b"a", b"c", b"a", b"e"]
+    assert g.writer.calls == [b"a", b"c", b"a", b"e"]
 
 
-class FakeMonotonic:
-    def __init__(self) -> None:
-        self.now = 1000.0
+class Clocks:
+    """Both clocks the drop warning could be timed on: `time.monotonic` (faked) and Trio's
+    (the mock clock), moved together, so the test holds whichever one it reads."""
 
-    def monotonic(self) -> float:
-        return self.now
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, clock: trio.testing.MockClock) -> None:
+        self.wall = 1000.0
+        self.clock = clock
+        self.start = trio.current_time()
+        monkeypatch.setattr(time, "monotonic", lambda: self.wall)
+
+    def at(self, seconds: float) -> None:
+        """Set both clocks to *seconds* after the start of the test."""
+        self.wall = 1000.0 + seconds
+        self.clock.jump(self.start + seconds - trio.current_time())
 
 
 def drop_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -956,17 +897,15 @@ def drop_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 async def test_drop_warning_is_rate_limited_to_one_per_ten_seconds(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
-    fake = FakeMonotonic()
-    monkeypatch.setattr(_drops, "time", fake)
+    clocks = Clocks(monkeypatch, autojump_clock)
     caplog.set_level(logging.WARNING, logger="trio_aggregator")
-    gate = trio.Event()
-    cfg = config(Recorder(gate=gate), buffer_size=1, when_full="drop_newest")
-    async with trio.open_nursery() as nursery:
-        agg = Aggregator(cfg)
-        await agg.start(nursery)
-        await busy_writer(agg)
+    async with gated_aggregator(buffer_size=1, when_full="drop_newest") as g:
+        agg = g.agg
+        await g.busy()
         agg.write_nowait(b"b")
         for _ in range(5):
             assert agg.write_nowait(b"x") == 0
@@ -974,23 +913,23 @@ async def test_drop_warning_is_rate_limited_to_one_per_ten_seconds(
             "dropped 1 item(s) since the last report "
             "(totals: full=1, oldest=0, drain_timeout=0, writer_error=0)"
         ]
-        fake.now += 5
+        clocks.at(5)
         for _ in range(3):
             agg.write_nowait(b"x")
-        fake.now += 4.999
+        clocks.at(9.999)
         agg.write_nowait(b"x")
         assert len(drop_warnings(caplog)) == 1
-        fake.now = 1010.0
+        clocks.at(10)
         agg.write_nowait(b"x")
         warnings = drop_warnings(caplog)
         assert len(warnings) == 2
         assert warnings[1].startswith("dropped 9 item(s) since the last report")
         assert "full=10" in warnings[1]
-        fake.now += 1
+        clocks.at(11)
         agg.write_nowait(b"x")
         agg.write_nowait(b"x")
         assert len(drop_warnings(caplog)) == 2
-        gate.set()
+        g.release()
         await agg.stop()
     warnings = drop_warnings(caplog)
     assert len(warnings) == 3  # what was not reported yet is reported at stop
@@ -1014,24 +953,18 @@ async def test_no_drop_warning_without_drops(caplog: pytest.LogCaptureFixture) -
 
 
 async def test_peak_nb_processing_is_the_high_water_mark_of_the_run() -> None:
-    gate = trio.Event()
-    writer = Recorder(gate=gate)
-    cfg = config(writer, buffer_size=5)
-    async with trio.open_nursery() as nursery:
-        agg = Aggregator(cfg)
-        await agg.start(nursery)
+    async with gated_aggregator(buffer_size=5) as g:
+        agg = g.agg
         assert agg.statistics().peak_nb_processing == 0
-        await busy_writer(agg)
-        for i in range(3):
-            agg.write_nowait(b"%d" % i)
+        await g.busy()
+        g.fill(b"0", b"1", b"2")
         assert agg.statistics().peak_nb_processing == 3
-        for i in range(2):
-            agg.write_nowait(b"%d" % i)
+        g.fill(b"0", b"1")
         for i in range(3):
-            nursery.start_soon(agg.write, b"w%d" % i)
+            g.nursery.start_soon(agg.write, b"w%d" % i)
         await settle()
         assert agg.nb_waiting == 3
-        gate.set()
+        g.release()
         await agg.flush()
         stats = agg.statistics()
         assert stats.nb_processing == 0
@@ -1060,14 +993,12 @@ async def test_buffered_time_needs_a_sample() -> None:
 
 
 async def test_buffered_time_measures_the_wait(autojump_clock: trio.testing.MockClock) -> None:
-    gate = trio.Event()
-    cfg = config(Recorder(gate=gate), buffer_size=100, batch_max_items=8)
-    async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
-        await busy_writer(agg)
-        for i in range(2, 33):
-            agg.write_nowait(b"%d" % i)  # items 16 and 32 are sampled, at t0
+    async with gated_aggregator(buffer_size=100, batch_max_items=8) as g:
+        agg = g.agg
+        await g.busy()
+        g.fill(*(b"%d" % i for i in range(2, 33)))  # items 16 and 32 are sampled, at t0
         await trio.sleep(5.0)
-        gate.set()
+        g.release()
         await agg.flush()
         stats = agg.statistics()
     assert stats.buffered_time_p50 == pytest.approx(5.0)
@@ -1094,18 +1025,15 @@ async def test_buffered_time_percentiles_follow_the_distribution(
 async def test_buffered_time_ignores_evicted_items(autojump_clock: trio.testing.MockClock) -> None:
     """Regression: _evict_oldest left the evicted item's sample queued, and the next
     _settle measured it as if the item had been written then."""
-    gate = trio.Event()
-    cfg = config(Recorder(gate=gate), buffer_size=16, when_full="drop_oldest")
-    async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
-        await busy_writer(agg)  # item 1
-        for _ in range(15):
-            agg.write_nowait(b"x")  # items 2..16; item 16 is sampled at t0
+    async with gated_aggregator(buffer_size=16, when_full="drop_oldest") as g:
+        agg = g.agg
+        await g.busy()  # item 1
+        g.fill(*[b"x"] * 15)  # items 2..16; item 16 is sampled at t0
         await trio.sleep(100.0)
-        for _ in range(16):
-            agg.write_nowait(b"y")  # items 17..32 evict 2..16; item 32 is sampled at t0+100
+        g.fill(*[b"y"] * 16)  # items 17..32 evict 2..16; item 32 is sampled at t0+100
         assert agg.statistics().dropped_oldest == 15
         await trio.sleep(100.0)
-        gate.set()
+        g.release()
         await agg.flush()
         stats = agg.statistics()
     # Every item written spent at most 100 s buffered (items 17..32); item 16 was evicted

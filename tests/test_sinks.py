@@ -182,7 +182,9 @@ def test_file_sink_from_fd_rejects_bad_input() -> None:
 
 
 @pytest.mark.parametrize("writer_thread", [False, True])
-async def test_file_sink_behind_an_aggregator(tmp_path: Path, writer_thread: bool) -> None:
+async def test_file_sink_behind_an_aggregator(
+    tmp_path: Path, writer_thread: bool, autojump_clock: trio.testing.MockClock
+) -> None:
     path = tmp_path / "agg.log"
     async with FileSink(path) as sink:
         config = AggregatorConfig(
@@ -192,13 +194,17 @@ async def test_file_sink_behind_an_aggregator(tmp_path: Path, writer_thread: boo
             sync_interval=0.001,
             buffer_size=64,
             batch_max_items=16,
+            drain_timeout=math.inf,  # the mock clock jumps while a thread writes
         )
         async with trio.open_nursery() as nursery, open_aggregator(nursery, config) as agg:
             async with trio.open_nursery() as producers:
                 for task in range(8):
-                    producers.start_soon(write_lines, agg.write, task, 200)
+                    # The pauses (1 ms of mock time) move the clock, so syncs come between
+                    # the writes whatever the threads' speed.
+                    producers.start_soon(write_lines, agg.write, task, 200, 10)
         statistics = agg.statistics()
     assert statistics.writer_errors == statistics.callback_errors == 0
+    assert statistics.sync_runs > 0
     check_lines(read(path), tasks=8, count=200)
 
 
