@@ -84,6 +84,28 @@ class Intake:
     def put_nowait(self, channel: Channel, data: object) -> int:
         """Put *data* in now, or apply ``when_full`` (`trio.WouldBlock` for block/raise)."""
         item = data if type(data) is bytes and self._plain else self._checked(data)
+        size = self._try_put(channel, item)
+        if size is None:
+            raise trio.WouldBlock
+        return size
+
+    @enable_ki_protection
+    async def put(self, channel: Channel, data: object) -> int:
+        """Put *data* in, waiting in the channel (or the byte line) while it is full."""
+        await checkpoint_if_cancelled()
+        item = data if type(data) is bytes and self._plain else self._checked(data)
+        if item and self._ledger.nb_waiting and self._policy == "block":
+            return await self._wait_for_room(channel, item)  # in line behind those waiting
+        size = self._try_put(channel, item)
+        if size is None:
+            if self._policy != "block":
+                raise trio.WouldBlock
+            return await self._wait_for_room(channel, item)
+        await cancel_shielded_checkpoint()
+        return size
+
+    def _try_put(self, channel: Channel, item: bytes) -> int | None:
+        """Put *item* in now: its size, 0 if dropped, None if no room (block and raise)."""
         if not item:
             return self._empty(channel)
         try:
@@ -97,19 +119,6 @@ class Intake:
             raise self._closed_error() from None
         self._ledger.accept(item)
         return len(item)
-
-    @enable_ki_protection
-    async def put(self, channel: Channel, data: object) -> int:
-        """Put *data* in, waiting in the channel (or the byte line) while it is full."""
-        await checkpoint_if_cancelled()
-        try:
-            size = self.put_nowait(channel, data)
-        except trio.WouldBlock:
-            if self._policy != "block":
-                raise
-            return await self._wait_for_room(channel, as_bytes(data))
-        await cancel_shielded_checkpoint()
-        return size
 
     def _checked(self, data: object) -> bytes:
         if not self.accepting:
@@ -142,13 +151,13 @@ class Intake:
             self._budget.release(len(item))
             raise
 
-    def _full(self, channel: Channel, item: bytes) -> int:
-        """No room: evict (drop_oldest), drop (drop_newest) or raise `trio.WouldBlock`."""
+    def _full(self, channel: Channel, item: bytes) -> int | None:
+        """No room: evict (drop_oldest), drop (drop_newest), or None (block and raise)."""
         policy = self._policy
         if policy == "drop_oldest" and self._evict_for(channel, item):
             return len(item)
         if policy in ("block", "raise"):
-            raise trio.WouldBlock
+            return None
         self._ledger.drops.add("full")
         return 0
 

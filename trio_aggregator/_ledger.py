@@ -146,13 +146,18 @@ class Ledger:
         self.nb_held += 1
         self.size_held += len(item)
 
-    def take_run(self, count: int, size: int) -> None:
-        """The receiver took *count* buffered items of *size* bytes at once, and holds them.
-
-        Only when no write waits: then every item in the channel is counted as buffered.
-        """
-        self.nb_buffered -= count
-        self.size_buffered -= size
+    def take_run(self, run: list[bytes], size: int) -> None:
+        """The receiver took the items of *run*, *size* bytes, at once, and holds them."""
+        count = len(run)
+        adopted = adopted_size = 0
+        if self.blocked:  # some may come from writes whose task has not resumed yet
+            for item in run:
+                if self.unblock(item):
+                    adopted += 1
+                    adopted_size += len(item)
+            self.accepted += adopted
+        self.nb_buffered -= count - adopted
+        self.size_buffered -= size - adopted_size
         self.taken += count
         if not self.unsettled_from:
             self.unsettled_from = self.taken - count + 1

@@ -151,12 +151,10 @@ class Receiver:
             self._batch_bytes = len(self._carry)
             self._carry = None
         room = self._max_items - len(self._batch)
-        ledger = self._ledger
         if room <= 0:
             return
-        if not ledger.blocked and self._max_bytes is None:
-            if ledger.nb_buffered:  # all of them are in the channel: take a run at once
-                self._take_run(min(room, ledger.nb_buffered))
+        if self._max_bytes is None:
+            self._take_run(min(room, self._in_channel()))
             return
         receive = self._recv.receive_nowait
         while room > 0 and self._carry is None:
@@ -167,19 +165,28 @@ class Receiver:
             self._add(item)
             room -= 1
 
+    def _in_channel(self) -> int:
+        """How many items can be taken now, buffered or in blocked sends.
+
+        With no write waiting, that is the ledger's count of buffered items; otherwise
+        Trio's, since each item taken moves a blocked send into the buffer.
+        """
+        ledger = self._ledger
+        if not ledger.blocked:
+            return ledger.nb_buffered
+        stats = self._recv.statistics()
+        return stats.current_buffer_used + stats.tasks_waiting_send
+
     def _take_run(self, count: int) -> None:
-        """Take *count* buffered items at once (no write is waiting: all are counted)."""
+        """Take *count* items at once (there are that many in the channel)."""
+        if count <= 0:
+            return
         receive = self._recv.receive_nowait
-        if count == 1:  # the per-item case
-            item = receive()
-            self._batch.append(item)
-            size = len(item)
-        else:
-            run = [receive() for _ in range(count)]
-            self._batch += run
-            size = sum(map(len, run))
+        run = [receive()] if count == 1 else [receive() for _ in range(count)]
+        size = len(run[0]) if count == 1 else sum(map(len, run))
+        self._batch += run
         self._batch_bytes += size
-        self._ledger.take_run(count, size)
+        self._ledger.take_run(run, size)
 
     def _done_gathering(self) -> bool:
         return (
