@@ -129,22 +129,22 @@ class Ledger:
 
     # ------------------------------------------------------------ taking
 
-    def take(self, item: bytes) -> None:
-        """Count *item* as having left the channel, adopting it if its write waits still."""
+    def take(self, item: bytes, *, held: bool = False) -> None:
+        """Count *item* as having left the channel, adopting it if its write waits still.
+
+        *held*: the receiver took it, and holds it until it hands it to the writer.
+        """
         if self.blocked and self.unblock(item):
             self.accepted += 1
         else:
             self.nb_buffered -= 1
             self.size_buffered -= len(item)
         self.taken += 1
-
-    def take_and_hold(self, item: bytes) -> None:
-        """`take` *item* for the receiver, which holds it until it hands it to the writer."""
-        self.take(item)
-        if not self.unsettled_from:
-            self.unsettled_from = self.taken
-        self.nb_held += 1
-        self.size_held += len(item)
+        if held:
+            if not self.unsettled_from:
+                self.unsettled_from = self.taken
+            self.nb_held += 1
+            self.size_held += len(item)
 
     def take_run(self, run: list[bytes], size: int) -> None:
         """The receiver took the items of *run*, *size* bytes, at once, and holds them."""

@@ -110,7 +110,8 @@ class Receiver:
             self._flushes.check()
             return False
         self._add(item)
-        if self._max_items > 1:
+        ledger = self._ledger
+        if self._max_items > 1 and (ledger.nb_buffered or ledger.blocked):
             self._take_buffered()
         return True
 
@@ -131,7 +132,7 @@ class Receiver:
     def _add(self, item: bytes) -> None:
         """Count *item* as taken, and put it in the batch, or carry it to the next one."""
         ledger = self._ledger
-        ledger.take_and_hold(item)
+        ledger.take(item, held=True)
         max_bytes = self._max_bytes
         if self._batch and max_bytes is not None and self._batch_bytes + len(item) > max_bytes:
             self._carry = item
