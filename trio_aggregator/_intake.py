@@ -45,6 +45,7 @@ class Intake:
         "_budget",
         "_flushes",
         "_guard",
+        "_in_line",
         "_ledger",
         "_max_item",
         "_plain",
@@ -77,6 +78,7 @@ class Intake:
         """False once the run stops: every write raises `AggregatorClosedError`."""
         self.clones: set[Channel] = set()
         """The send channels of the open `AggregatorSender` objects of this run."""
+        self._in_line: dict[Channel, set[trio.CancelScope]] = {}  # writes in the byte line
 
     # ------------------------------------------------------------ writes
 
@@ -192,6 +194,8 @@ class Intake:
 
     async def _wait_for_room(self, channel: Channel, item: bytes) -> int:
         self._guard.refuse("write")
+        if len(item) > 1:  # its own object, so that the receiver can tell it from others
+            item = bytes(memoryview(item))
         ledger = self._ledger
         size = len(item)
         ticket = self._flushes.ticket()
@@ -199,11 +203,11 @@ class Intake:
         reserved = False
         try:
             if self._budget is not None:
-                await self._budget.reserve(size)
+                await self._wait_in_line(channel, size)
                 reserved = True
             await channel.send(item)
         except BaseException as exc:
-            ledger.unblock(item)
+            ledger.give_up(item)
             if reserved:
                 assert self._budget is not None
                 self._budget.release(size)
@@ -213,6 +217,19 @@ class Intake:
             raise
         ledger.resume(item)
         return size
+
+    async def _wait_in_line(self, channel: Channel, size: int) -> None:
+        """Reserve *size* bytes of the budget, in line; closing the sender fails it at once."""
+        assert self._budget is not None
+        scopes = self._in_line.setdefault(channel, set())
+        with trio.CancelScope() as scope:
+            scopes.add(scope)
+            try:
+                await self._budget.reserve(size)
+                return
+            finally:
+                scopes.discard(scope)
+        raise trio.ClosedResourceError("this sender was closed")  # close_clone cancelled it
 
     # ------------------------------------------------------------ senders and stop
 
@@ -229,6 +246,8 @@ class Intake:
         """Close a sender's clone: its blocked writes raise `trio.ClosedResourceError`."""
         self.clones.discard(clone)
         clone.close()
+        for scope in self._in_line.pop(clone, ()):
+            scope.cancel()
 
     @enable_ki_protection
     def close(self) -> None:

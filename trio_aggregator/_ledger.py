@@ -8,6 +8,10 @@ evicted), so "every item up to number n is settled" is a single integer.
 A write that had to wait is counted as waiting until its own task resumes, even after
 the channel moved it into the buffer; if the receiver takes it before that, it
 *adopts* it (counts it as accepted and taken at once), so no count ever goes negative.
+The receiver knows such an item by its identity: a waiting write sends its own copy of
+the bytes (except a 1-byte write: Python shares those objects, so among waiting 1-byte
+writes of the same byte the one adopted may be another one than the one taken; the
+counts stay right, and which of them is labelled waiting is settled when they resume).
 """
 
 from __future__ import annotations
@@ -107,6 +111,18 @@ class Ledger:
         self.nb_waiting -= 1
         self.size_waiting -= len(item)
         return True
+
+    def give_up(self, item: bytes) -> None:
+        """The write of *item* waited and never entered the channel (cancelled, closed).
+
+        Its registration may have been taken by the adoption of another item that is the
+        same (1-byte) bytes object: that adoption counted this write as accepted, and
+        left the other item counted as buffered; both are undone here.
+        """
+        if not self.unblock(item):
+            self.accepted -= 1
+            self.nb_buffered -= 1
+            self.size_buffered -= len(item)
 
     def accept(self, item: bytes) -> None:
         """Count *item* as accepted into the channel without waiting.

@@ -179,12 +179,23 @@ class Receiver:
         return stats.current_buffer_used + stats.tasks_waiting_send
 
     def _take_run(self, count: int) -> None:
-        """Take *count* items at once (there are that many in the channel)."""
+        """Take up to *count* items at once (fewer if the channel has fewer)."""
         if count <= 0:
             return
         receive = self._recv.receive_nowait
-        run = [receive()] if count == 1 else [receive() for _ in range(count)]
-        size = len(run[0]) if count == 1 else sum(map(len, run))
+        if count == 1:
+            try:
+                run = [receive()]
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
+        else:
+            run = []
+            with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
+                for _ in range(count):
+                    run.append(receive())
+            if not run:
+                return
+        size = sum(map(len, run))
         self._batch += run
         self._batch_bytes += size
         self._ledger.take_run(run, size)
