@@ -277,6 +277,23 @@ async def test_closing_the_intake_fails_the_writes_waiting_in_the_byte_line() ->
     assert core.take() == b"1234"  # what was accepted still drains
 
 
+async def test_closing_a_clone_fails_its_write_waiting_in_the_byte_line() -> None:
+    """`AggregatorSender.close`: "Tasks blocked in its `send` get ClosedResourceError"."""
+    core = make_core(buffer_size=10, buffer_max_bytes=4)
+    core.intake.put_nowait(core.send, b"1234")
+    clone = core.intake.open_clone()
+    async with trio.open_nursery() as nursery:
+        put = start_put(nursery, core, b"a", clone)
+        await settle()
+        assert core.ledger.nb_waiting == 1
+        core.intake.close_clone(clone)
+        await settle()
+        outcome, nb_waiting = put.outcome, core.ledger.nb_waiting
+        put.scope.cancel()  # do not leave it waiting if the bug is there
+    assert (outcome, nb_waiting) == ("raised", 0)
+    assert type(put.error) is trio.ClosedResourceError
+
+
 # --------------------------------------------------------------------------- waiting writes
 
 
