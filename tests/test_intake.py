@@ -161,6 +161,19 @@ async def test_an_eviction_finishes_the_flushes_that_waited_for_the_evicted_item
     assert len(core.flushes.pending) == 1
 
 
+async def test_evicting_a_sampled_item_forgets_its_sample() -> None:
+    core = make_core(buffer_size=16, when_full="drop_oldest")
+    for i in range(16):
+        core.intake.put_nowait(core.send, b"%d" % i)
+    assert [number for number, _ in core.ledger.samples] == [16]  # one item in 16
+    for i in range(16, 31):
+        core.intake.put_nowait(core.send, b"%d" % i)  # evicts items 1 to 15
+    assert [number for number, _ in core.ledger.samples] == [16]
+    core.intake.put_nowait(core.send, b"31")  # evicts item 16, the sampled one
+    assert [number for number, _ in core.ledger.samples] == [32]
+    assert core.ledger.drops.counts["oldest"] == 16
+
+
 async def test_drop_oldest_with_a_byte_budget_evicts_until_the_bytes_fit() -> None:
     core = make_core(buffer_size=10, when_full="drop_oldest", buffer_max_bytes=10)
     core.intake.put_nowait(core.send, b"1111")
