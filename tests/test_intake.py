@@ -597,6 +597,28 @@ async def test_the_same_bytes_object_waiting_twice_is_counted_twice() -> None:
     )
 
 
+async def test_taking_an_item_never_adopts_a_write_of_the_same_object_in_the_byte_line() -> None:
+    """The ledger knows waiting writes by the id of their bytes, and the same bytes object
+    is often written twice (a constant, or any one-byte write, which CPython shares). A
+    write waiting in the byte line is not in the channel: taking the accepted item with
+    the same id must not count the waiting one as taken."""
+    core = make_core(buffer_size=10, buffer_max_bytes=1)
+    ledger = core.ledger
+    same = b"a"
+    core.intake.put_nowait(core.send, same)
+    async with trio.open_nursery() as nursery:
+        put = start_put(nursery, core, same)
+        await settle()
+        assert (ledger.nb_waiting, core.waiting_senders) == (1, 0)  # in the byte line
+        assert core.take() is same  # the accepted one
+        after_take = (ledger.nb_waiting, ledger.nb_buffered, core.buffered, ledger.accepted)
+        put.scope.cancel()  # before it resumes: it never enters the channel
+    assert put.outcome == "cancelled"
+    assert after_take == (1, 0, 0, 1)
+    assert (ledger.accepted, ledger.taken, ledger.nb_buffered, ledger.nb_waiting) == (1, 1, 0, 0)
+    assert core.flushes.is_settled()
+
+
 # --------------------------------------------------------------------------- properties
 
 PRODUCERS = 3

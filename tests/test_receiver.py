@@ -122,6 +122,27 @@ async def test_waiting_writes_taken_into_a_batch_are_adopted_in_order() -> None:
         core.intake.close()
 
 
+async def test_a_write_of_the_same_object_waiting_in_the_byte_line_does_not_crash_it() -> None:
+    """A producer writing the same bytes object (a constant, or any one-byte write, which
+    CPython shares) while an equal one is buffered and the byte bound is full: the
+    receiver takes the buffered one, the waiting one goes in after, both are written."""
+    received: list[bytes] = []
+    core = make_core(received.append, buffer_size=10, buffer_max_bytes=1, batch_max_items=4)
+    same = b"a"
+    put_all(core, same)
+    async with trio.open_nursery() as nursery:
+        put = start_put(nursery, core, same)
+        await settle()
+        assert core.ledger.nb_waiting == 1  # in the byte line
+        nursery.start_soon(core.receiver().run)
+        await settle()
+        assert put.returned == 1
+        assert received == [same, same]
+        core.intake.close()
+    ledger = core.ledger
+    assert (ledger.accepted, ledger.taken, ledger.items_written) == (2, 2, 2)
+
+
 # --------------------------------------------------------------------------- batch_max_bytes
 
 
