@@ -174,6 +174,21 @@ async def test_evicting_a_sampled_item_forgets_its_sample() -> None:
     assert core.ledger.drops.counts["oldest"] == 16
 
 
+async def test_evicting_an_item_keeps_the_samples_of_the_items_the_receiver_holds() -> None:
+    core = make_core(buffer_size=16, when_full="drop_oldest")
+    for i in range(16):
+        core.intake.put_nowait(core.send, b"%d" % i)
+    for _ in range(16):  # taken into a batch the receiver has not handed over yet
+        core.ledger.take_and_hold(core.recv.receive_nowait())
+    for i in range(16, 33):
+        core.intake.put_nowait(core.send, b"%d" % i)  # the 33rd evicts item 17
+    assert [number for number, _ in core.ledger.samples] == [16, 32]
+    for i in range(33, 48):
+        core.intake.put_nowait(core.send, b"%d" % i)  # items 34-48 evict items 18 to 32
+    assert [number for number, _ in core.ledger.samples] == [16, 48]
+    assert core.ledger.settled == 0  # items 1-16 are held, not settled
+
+
 async def test_drop_oldest_with_a_byte_budget_evicts_until_the_bytes_fit() -> None:
     core = make_core(buffer_size=10, when_full="drop_oldest", buffer_max_bytes=10)
     core.intake.put_nowait(core.send, b"1111")

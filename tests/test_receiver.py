@@ -475,6 +475,8 @@ async def test_buffered_time_is_measured_when_the_sampled_item_is_handed_over(
     core = make_core(writer, buffer_size=100, batch_max_items=100, batch_max_bytes=16)
     put_all(core, *[b"x"] * 15, b"sixteenth" if carried else b"y")
     assert [number for number, _ in core.ledger.samples] == [16]
+    before = core.ledger.snapshot(is_running=True, uptime=0.0, buffer_size=100, open_senders=0)
+    assert before.buffered_time_p50 is None  # nothing measured yet
     await trio.sleep(2.5)
     core.intake.close()
     await core.receiver().run()
@@ -606,6 +608,25 @@ async def test_a_batch_whose_retries_all_fail_is_dead_lettered_and_counted(
     assert (ledger.writer_calls, ledger.writer_errors, ledger.items_written) == (4, 3, 1)
     assert trio.current_time() == 1.5  # 0.5 + 1.0 of backoff
     assert ledger.settled == 3
+
+
+async def test_after_its_retries_a_failed_batch_is_counted_and_the_next_goes_on() -> None:
+    received: list[bytes] = []
+
+    def writer(data: bytes) -> None:
+        if data == b"bad":
+            raise OSError("no")
+        received.append(data)
+
+    core = make_core(writer, buffer_size=10, writer_retries=0)  # on_writer_error="continue"
+    put_all(core, b"bad", b"good")
+    core.intake.close()
+    await core.receiver().run()
+    assert received == [b"good"]
+    ledger = core.ledger
+    assert ledger.drops.counts["writer_error"] == 1
+    assert (ledger.writer_calls, ledger.writer_errors, ledger.items_written) == (2, 1, 1)
+    assert ledger.settled == 2
 
 
 @pytest.mark.parametrize("hook_kind", ["sync", "async"])
