@@ -94,7 +94,7 @@ class Core:
         return self.send.statistics().current_buffer_used
 
 
-def make_core(writer: Callable[[Any], object] | None = None, **settings: Any) -> Core:
+def make_core(writer: Callable[[Any], object] | None = None, /, **settings: Any) -> Core:
     """Build a core as `Run` does, from `AggregatorConfig` *settings*."""
     config = AggregatorConfig(writer=writer or _no_writer, **settings)
     ledger = Ledger(config)

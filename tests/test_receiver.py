@@ -7,6 +7,7 @@ send side (`Intake.close`), or by cancelling it and calling `Receiver.abandon`.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -489,37 +490,39 @@ async def test_buffered_time_is_measured_when_the_sampled_item_is_handed_over(
 # --------------------------------------------------------------------------- writer kinds
 
 
-def _writer_of_kind(kind: str, received: list[Payload]) -> dict[str, Any]:
-    if kind == "sync":
-        return {"writer": received.append}
+def _writer_of_kind(kind: str, received: list[Payload], threads: set[int]) -> Any:
+    def sync_writer(data: Payload) -> None:
+        threads.add(threading.get_ident())
+        received.append(data)
+
+    async def async_writer(data: Payload) -> None:
+        await trio.lowlevel.checkpoint()
+        sync_writer(data)
+
     if kind == "sync returning an awaitable":
-
-        async def later(data: Payload) -> None:
-            await trio.lowlevel.checkpoint()
-            received.append(data)
-
-        return {"writer": lambda data: later(data)}
-    if kind == "async":
-
-        async def writer(data: Payload) -> None:
-            received.append(data)
-
-        return {"writer": writer}
-    return {"writer": received.append, "writer_thread": True}
+        return lambda data: async_writer(data)
+    return async_writer if kind == "async" else sync_writer
 
 
 @pytest.mark.parametrize("kind", ["sync", "sync returning an awaitable", "async", "thread"])
 @pytest.mark.parametrize("join", [True, False])
 async def test_every_kind_of_writer_gets_the_batches_in_order(kind: str, join: bool) -> None:
     received: list[Payload] = []
+    threads: set[int] = set()
     core = make_core(
-        buffer_size=10, batch_max_items=2, batch_join=join, **_writer_of_kind(kind, received)
+        _writer_of_kind(kind, received, threads),
+        buffer_size=10,
+        batch_max_items=2,
+        batch_join=join,
+        writer_thread=kind == "thread",
     )
     put_all(core, b"a", b"b", b"c")
     core.intake.close()
     await core.receiver().run()
     assert received == ([b"ab", b"c"] if join else [[b"a", b"b"], [b"c"]])
     assert (core.ledger.writer_calls, core.ledger.items_written) == (2, 3)
+    in_this_thread = threads == {threading.get_ident()}
+    assert in_this_thread == (kind != "thread")
 
 
 async def test_a_sync_writer_still_lets_other_tasks_run_every_yield_every_calls() -> None:
