@@ -634,6 +634,30 @@ async def test_taking_an_item_never_adopts_a_write_of_the_same_object_in_the_byt
     assert core.flushes.is_settled()
 
 
+async def test_taking_an_item_never_adopts_a_write_of_the_same_object_still_in_line() -> None:
+    """No byte budget: the accepted item ``same`` is taken while another write of the
+    very same object waits in the channel behind a different one. Taking it must not
+    count that waiting write as taken; once it gives up, it must never have counted."""
+    core = make_core(buffer_size=1)
+    ledger = core.ledger
+    same = b"same"
+    core.intake.put_nowait(core.send, same)
+    async with trio.open_nursery() as nursery:
+        other = start_put(nursery, core, b"zz")
+        await settle()
+        late = start_put(nursery, core, same)
+        await settle()
+        assert core.take() is same  # the accepted one; zz moves into the channel's buffer
+        after_take = (ledger.nb_waiting, core.waiting_senders, ledger.accepted)
+        late.scope.cancel()  # still waiting in the channel: it never goes in
+        await settle()
+    assert (other.returned, late.outcome) == (2, "cancelled")
+    assert after_take == (2, 1, 1)
+    assert core.take() == b"zz"
+    assert (ledger.accepted, ledger.taken, ledger.nb_buffered, ledger.nb_waiting) == (2, 2, 0, 0)
+    assert core.flushes.is_settled()
+
+
 # --------------------------------------------------------------------------- properties
 
 PRODUCERS = 3

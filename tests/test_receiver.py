@@ -144,6 +144,29 @@ async def test_a_write_of_the_same_object_waiting_in_the_byte_line_does_not_cras
     assert (ledger.accepted, ledger.taken, ledger.items_written) == (2, 2, 2)
 
 
+async def test_a_cancelled_write_of_a_shared_object_does_not_make_it_take_a_phantom() -> None:
+    """The same bytes object, buffered and also waiting behind another write; the
+    buffered one is taken, then the waiting one is cancelled. A batching receiver must
+    still take exactly what the channel holds."""
+    received: list[bytes] = []
+    core = make_core(received.append, buffer_size=1, batch_max_items=4)
+    same = b"same"
+    put_all(core, same)
+    async with trio.open_nursery() as nursery:
+        start_put(nursery, core, b"zz")
+        await settle()
+        late = start_put(nursery, core, same)
+        await settle()
+        core.take()  # as an eviction or an abandoning receiver would
+        late.scope.cancel()
+        await settle()
+        nursery.start_soon(core.receiver().run)
+        await settle()
+        assert received == [b"zz"]
+        core.intake.close()
+    assert (core.ledger.nb_buffered, core.ledger.accepted, core.ledger.taken) == (0, 2, 2)
+
+
 # --------------------------------------------------------------------------- batch_max_bytes
 
 
