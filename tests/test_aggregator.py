@@ -865,3 +865,51 @@ async def test_closing_a_sender_fails_only_its_own_blocked_sends(recorder: Recor
     assert outcomes["second"] == "sent"
     assert type(outcomes["first"]) is trio.ClosedResourceError
     assert recorder.calls == [b"w", b"b", b"second"]
+
+
+@pytest.mark.parametrize("heartbeat", [b"\n", b"HEARTBEAT\n"], ids=["one byte", "constant"])
+async def test_the_same_bytes_object_from_many_writers_under_a_byte_budget(
+    heartbeat: bytes,
+) -> None:
+    """Regression: waiting writes were known by the id of their bytes, and a shared
+    object (a constant, any one-byte write) made the receiver take a phantom and die."""
+    out: list[bytes] = []
+    config = AggregatorConfig(
+        writer=out.append, buffer_size=100, buffer_max_bytes=len(heartbeat), batch_max_items=8
+    )
+    async with trio.open_nursery() as nursery:
+        async with open_aggregator(nursery, config) as agg:
+
+            async def beat() -> None:
+                for _ in range(3):
+                    await agg.write(heartbeat)
+
+            async with trio.open_nursery() as producers:
+                producers.start_soon(beat)
+                producers.start_soon(beat)
+            await agg.flush()
+            stats = agg.statistics()
+            assert (stats.nb_processing, stats.nb_waiting) == (0, 0)
+    assert b"".join(out) == heartbeat * 6
+    assert (stats.items_accepted, stats.items_written, stats.dropped) == (6, 6, 0)
+
+
+@pytest.mark.parametrize("heartbeat", [b"\n", b"HEARTBEAT\n"], ids=["one byte", "constant"])
+async def test_a_bounded_wait_on_a_shared_object_that_gives_up_leaves_no_phantom(
+    heartbeat: bytes, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A write that gives up is never counted, even when others wait with the same bytes."""
+    async with gated_aggregator(buffer_size=0) as g:
+        agg = g.agg
+        await g.busy(heartbeat)  # in the writer
+        g.nursery.start_soon(agg.write, heartbeat)  # waits: rendezvous buffer
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.move_on_after(1.0) as bounded:
+            await agg.write(heartbeat)
+        assert bounded.cancelled_caught
+        g.release()
+        with trio.fail_after(60):
+            await agg.flush()
+        stats = agg.statistics()
+        assert (stats.items_accepted, stats.items_written) == (2, 2)
+        assert (stats.nb_processing, stats.nb_waiting) == (0, 0)

@@ -30,7 +30,7 @@ async def test_a_flush_targets_what_is_accepted_or_waiting_when_it_is_added() ->
     ledger.take(b"c")
     flushes.check()
     assert done.is_set()
-    assert flushes.pending == []
+    assert not flushes.pending
     assert not flushes.is_settled()  # d is not settled
 
 
@@ -39,8 +39,8 @@ async def test_items_held_by_the_receiver_are_not_settled() -> None:
     ledger.accept(b"a")
     ledger.accept(b"b")
     done = flushes.add()
-    ledger.take_and_hold(b"a")
-    ledger.take_and_hold(b"b")
+    ledger.take(b"a", held=True)
+    ledger.take(b"b", held=True)
     flushes.check()
     assert ledger.settled == 0
     assert not done.is_set()
@@ -81,7 +81,7 @@ async def test_a_waiting_write_that_gives_up_lowers_only_the_flushes_that_counte
     ledger.unblock(b"x")
     flushes.gave_up(later_ticket)  # also checks: every remaining target is settled
     assert [event.is_set() for event in (before, counting, last)] == [True] * 3
-    assert flushes.pending == []
+    assert not flushes.pending
 
 
 async def test_release_all_finishes_every_pending_flush() -> None:
@@ -90,4 +90,4 @@ async def test_release_all_finishes_every_pending_flush() -> None:
     events = [flushes.add(), flushes.add()]
     flushes.release_all()
     assert all(event.is_set() for event in events)
-    assert flushes.pending == []
+    assert not flushes.pending
