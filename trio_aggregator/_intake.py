@@ -110,17 +110,20 @@ class Intake:
         """Put *item* in now: its size, 0 if dropped, None if no room (block and raise)."""
         if not item:
             return self._empty(channel)
-        try:
-            if self._budget is None:
-                channel.send_nowait(item)
-            else:
-                self._send_within_budget(channel, item)
-        except trio.WouldBlock:
-            return self._full(channel, item)
-        except trio.ClosedResourceError:
-            raise self._closed_error() from None
-        self._ledger.accept(item)
-        return len(item)
+        while True:
+            try:
+                if self._budget is None:
+                    channel.send_nowait(item)
+                else:
+                    self._send_within_budget(channel, item)
+            except trio.WouldBlock:
+                if self._policy == "drop_oldest" and self._evict_oldest():
+                    continue  # room was made: try again
+                return self._full()
+            except trio.ClosedResourceError:
+                raise self._closed_error() from None
+            self._ledger.accept(item)
+            return len(item)
 
     def _checked(self, data: object) -> bytes:
         if not self.accepting:
@@ -153,29 +156,12 @@ class Intake:
             self._budget.release(len(item))
             raise
 
-    def _full(self, channel: Channel, item: bytes) -> int | None:
-        """No room: evict (drop_oldest), drop (drop_newest), or None (block and raise)."""
-        policy = self._policy
-        if policy == "drop_oldest" and self._evict_for(channel, item):
-            return len(item)
-        if policy in ("block", "raise"):
+    def _full(self) -> int | None:
+        """No room, nothing (more) to evict: None under block and raise, else drop it."""
+        if self._policy in ("block", "raise"):
             return None
         self._ledger.drops.add("full")
         return 0
-
-    def _evict_for(self, channel: Channel, item: bytes) -> bool:
-        """Evict the oldest buffered items until *item* goes in; False if none is left."""
-        while self._evict_oldest():
-            try:
-                if self._budget is None:
-                    channel.send_nowait(item)
-                else:
-                    self._send_within_budget(channel, item)
-            except trio.WouldBlock:
-                continue
-            self._ledger.accept(item)
-            return True
-        return False
 
     def _evict_oldest(self) -> bool:
         try:
