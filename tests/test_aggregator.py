@@ -913,3 +913,31 @@ async def test_a_bounded_wait_on_a_shared_object_that_gives_up_leaves_no_phantom
         stats = agg.statistics()
         assert (stats.items_accepted, stats.items_written) == (2, 2)
         assert (stats.nb_processing, stats.nb_waiting) == (0, 0)
+
+
+async def test_a_start_that_fails_leaves_the_aggregator_stopped() -> None:
+    """start() in a closed nursery raises and changes nothing: no "running" aggregator
+    without a receiver, whose writes would go nowhere."""
+    out: list[bytes] = []
+    agg = Aggregator(AggregatorConfig(writer=out.append, buffer_size=10))
+    async with trio.open_nursery() as closed:
+        pass
+    with pytest.raises(RuntimeError):
+        await agg.start(closed)
+    assert not agg.is_running
+    with pytest.raises(AggregatorClosedError):
+        await agg.write(b"lost?\n")
+    with trio.fail_after(1):
+        await agg.aclose()
+    async with trio.open_nursery() as nursery:
+        agg = Aggregator(AggregatorConfig(writer=out.append, buffer_size=10))
+        await nursery.start(agg.run)
+        await agg.write(b"kept\n")
+        await agg.stop()
+        with pytest.raises(RuntimeError):
+            await agg.restart()  # the nursery of agg.run is closed by now
+        assert not agg.is_running
+        with pytest.raises(AggregatorClosedError):
+            agg.write_nowait(b"lost?\n")
+    assert out == [b"kept\n"]
+    assert agg.statistics().dropped == 0
