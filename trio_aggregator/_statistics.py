@@ -81,7 +81,8 @@ class AggregatorStatistics:
     buffered_time_p50: float | None
     """Median seconds from accepted to handed to the writer, over the last 1024 sampled items.
 
-    One accepted item in 16 is sampled (None: no sample yet).
+    One in 16 of the items accepted without waiting is sampled (its place in the channel
+    is then known); None: no sample yet.
     """
 
     buffered_time_p99: float | None
