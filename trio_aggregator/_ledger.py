@@ -150,7 +150,9 @@ class Ledger:
 
         *held*: the receiver took it, and holds it until it hands it to the writer.
         """
-        if self.blocked and self.unblock(item):
+        blocked = self.blocked
+        if blocked and id(item) in blocked:
+            self.unblock(item)
             self.accepted += 1
         else:
             self.nb_buffered -= 1
@@ -167,8 +169,10 @@ class Ledger:
         count = len(run)
         adopted = adopted_size = 0
         if self.blocked:  # some may come from writes whose task has not resumed yet
+            blocked = self.blocked
             for item in run:
-                if self.unblock(item):
+                if id(item) in blocked:
+                    self.unblock(item)
                     adopted += 1
                     adopted_size += len(item)
             self.accepted += adopted

@@ -154,8 +154,20 @@ class Receiver:
         room = self._max_items - len(self._batch)
         if room <= 0:
             return
+        if room == 1 and self._max_bytes is None:  # the per-item case, kept lean
+            try:
+                item = self._recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return
+            self._batch.append(item)
+            self._batch_bytes += len(item)
+            self._ledger.take(item, held=True)
+            return
         if self._max_bytes is None:
-            self._take_run(min(room, self._in_channel()))
+            ledger = self._ledger
+            # With no write waiting, every item in the channel is counted as buffered.
+            available = self._in_channel() if ledger.blocked else ledger.nb_buffered
+            self._take_run(min(room, available))
             return
         receive = self._recv.receive_nowait
         while room > 0 and self._carry is None:
@@ -167,14 +179,8 @@ class Receiver:
             room -= 1
 
     def _in_channel(self) -> int:
-        """How many items can be taken now, buffered or in blocked sends.
-
-        With no write waiting, that is the ledger's count of buffered items; otherwise
-        Trio's, since each item taken moves a blocked send into the buffer.
-        """
-        ledger = self._ledger
-        if not ledger.blocked:
-            return ledger.nb_buffered
+        """How many items can be taken now while writes wait: Trio's count, since each
+        item taken moves a blocked send into the buffer."""
         stats = self._recv.statistics()
         return stats.current_buffer_used + stats.tasks_waiting_send
 
@@ -183,18 +189,12 @@ class Receiver:
         if count <= 0:
             return
         receive = self._recv.receive_nowait
-        if count == 1:
-            try:
-                run = [receive()]
-            except (trio.WouldBlock, trio.EndOfChannel):
-                return
-        else:
-            run = []
-            with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
-                for _ in range(count):
-                    run.append(receive())
-            if not run:
-                return
+        run: list[bytes] = []
+        with contextlib.suppress(trio.WouldBlock, trio.EndOfChannel):
+            for _ in range(count):
+                run.append(receive())
+        if not run:
+            return
         size = sum(map(len, run))
         self._batch += run
         self._batch_bytes += size
