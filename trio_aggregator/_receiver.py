@@ -183,6 +183,7 @@ class Receiver:
         if count <= 0:
             return
         receive = self._recv.receive_nowait
+        run: list[bytes]
         if count == 1:
             try:
                 run = [receive()]
