@@ -128,6 +128,7 @@ class Run:
     def _end(self) -> None:
         self.flushes.release_all()
         self._ledger.drops.report()
+        self._ledger.errors.report()
         self.state = RunState.STOPPED
         self.stopped.set()
 
