@@ -374,3 +374,37 @@ async def test_a_thread_holding_the_handler_lock_does_not_stop_the_trio_thread(
         await join_all([thread])
     assert lines(g.writer) == [b"first\n", b"second\n", b"waits\n"]
     assert handler.dropped == 1
+
+
+async def test_a_record_returned_by_filter_replaces_the_original(
+    make_logger: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python 3.12 lets a filter return the record to use instead; the handler follows."""
+    recorder = Recorder()
+    async with (
+        trio.open_nursery() as nursery,
+        open_aggregator(nursery, config(recorder, buffer_size=10)) as agg,
+    ):
+        handler = AggregatorHandler(agg)
+        replacement = logging.makeLogRecord({"name": "app", "msg": "replaced"})
+        monkeypatch.setattr(handler, "filter", lambda record: replacement)
+        log = make_logger(handler)
+        log.info("original")
+        await agg.flush()
+    assert recorder.calls == [b"replaced\n"]
+
+
+async def test_a_recursion_error_propagates_as_in_the_standard_handlers(make_logger: Any) -> None:
+    class Deep(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            raise RecursionError("too deep")
+
+    async with (
+        trio.open_nursery() as nursery,
+        open_aggregator(nursery, config(Recorder())) as agg,
+    ):
+        handler = AggregatorHandler(agg)
+        handler.setFormatter(Deep())
+        with pytest.raises(RecursionError):
+            handler.handle(logging.makeLogRecord({"name": "app", "msg": "x"}))
+        assert handler.dropped == 0
