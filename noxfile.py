@@ -15,6 +15,8 @@ TEST_DEPS = [
     "coverage[toml]>=7.10",
     "prometheus-client>=0.20",  # the optional trio_aggregator.prometheus (tests, typecheck)
     "radon>=6",  # tests/test_code_shape.py: no function of the library above complexity 12
+    "structlog>=24.1",  # examples/structlog_json.py, run by tests/test_examples.py
+    "loguru>=0.7",  # examples/loguru_sink.py, run by tests/test_examples.py
 ]
 LINT_DEPS = ["ruff>=0.15"]
 TYPE_DEPS = ["mypy>=1.18", "pyright>=1.1.400", *TEST_DEPS]

@@ -534,7 +534,17 @@ async def test_writer_errors_are_recorded_and_processing_goes_on(
             assert isinstance(agg.last_error, OSError)
             assert agg.errors[-1] is agg.last_error
     assert recorder.calls == [b"a", b"b", b"c"]
-    assert any(r.name == "trio_aggregator" and r.levelno == logging.ERROR for r in caplog.records)
+    errors = [
+        r for r in caplog.records if r.name == "trio_aggregator" and r.levelno >= logging.ERROR
+    ]
+    # Rate-limited: the first error at once, with its traceback; the other two at stop.
+    assert [r.getMessage() for r in errors] == [
+        "writer raised OSError(\"cannot write b'bad'\")",
+        "writer raised 2 more error(s) since the last report, the last:"
+        " OSError(\"cannot write b'bad'\")",
+    ]
+    assert errors[0].exc_info is not None
+    assert errors[1].exc_info is None
 
 
 async def test_base_exceptions_from_writer_propagate() -> None:

@@ -937,6 +937,102 @@ async def test_drop_warning_is_rate_limited_to_one_per_ten_seconds(
     assert agg.statistics().dropped_full == 12
 
 
+def error_reports(caplog: pytest.LogCaptureFixture) -> list[tuple[str, bool]]:
+    """The ERROR messages of the package's logger, each with whether it has a traceback."""
+    return [
+        (r.getMessage(), r.exc_info is not None)
+        for r in caplog.records
+        if r.name == "trio_aggregator" and r.levelno == logging.ERROR
+    ]
+
+
+async def test_writer_errors_are_logged_at_most_once_per_ten_seconds(
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    clocks = Clocks(monkeypatch, autojump_clock)
+    caplog.set_level(logging.ERROR, logger="trio_aggregator")
+    writer = Recorder()
+    writer.fail_on = lambda data: data.startswith(b"bad")
+    async with trio.open_nursery() as nursery:
+        agg = await connect_aggregator_for(nursery, writer)
+        for i in range(5):  # a writer failing in a hot loop: one ERROR, with its traceback
+            await agg.write(b"bad %d" % i)
+        await agg.flush()
+        assert error_reports(caplog) == [("writer raised OSError(\"cannot write b'bad 0'\")", True)]
+        clocks.at(9.999)
+        await agg.write(b"bad 5")
+        await agg.flush()
+        assert len(error_reports(caplog)) == 1
+        clocks.at(10)
+        await agg.write(b"bad 6")
+        await agg.flush()
+        assert error_reports(caplog)[1:] == [
+            (
+                "writer raised OSError(\"cannot write b'bad 6'\") (5 more error(s) of writer"
+                " not logged since the last report)",
+                True,
+            )
+        ]
+        clocks.at(11)
+        await agg.write(b"bad 7")
+        await agg.write(b"bad 8")
+        await agg.write(b"good")
+        await agg.flush()
+        assert len(error_reports(caplog)) == 2
+        await agg.aclose()
+    assert error_reports(caplog)[2:] == [  # what was not logged yet is logged at stop
+        (
+            "writer raised 2 more error(s) since the last report, the last:"
+            " OSError(\"cannot write b'bad 8'\")",
+            False,
+        )
+    ]
+    stats = agg.statistics()
+    assert stats.writer_errors == 9  # every error is counted and kept
+    assert [str(e) for e in agg.errors] == [f"cannot write b'bad {i}'" for i in range(9)]
+    assert writer.calls == [b"good"]
+
+
+async def test_each_source_of_errors_has_its_own_window(
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    caplog.set_level(logging.ERROR, logger="trio_aggregator")
+    writer = Recorder()
+    writer.fail_on = lambda data: True
+
+    def sync_fn() -> None:
+        raise ValueError("no sync")
+
+    async with trio.open_nursery() as nursery:
+        agg = await connect_aggregator_for(nursery, writer, sync_fn=sync_fn, sync_interval=1.0)
+        await agg.write(b"x")
+        await agg.write(b"y")
+        await agg.flush()
+        assert [m for m, _ in error_reports(caplog)] == [
+            "writer raised OSError(\"cannot write b'x'\")"
+        ]
+        await trio.sleep(2.5)  # sync_fn fails at t=1 and t=2
+        assert agg.statistics().callback_errors == 2
+        await agg.aclose()
+    messages = [m for m, _ in error_reports(caplog)]
+    assert messages[1] == "sync_fn raised ValueError('no sync')"
+    assert "writer raised 1 more error(s) since the last report" in messages[2]
+    assert messages[3] == (
+        "sync_fn raised 1 more error(s) since the last report, the last: ValueError('no sync')"
+    )
+    assert len(messages) == 4
+
+
+async def connect_aggregator_for(
+    nursery: trio.Nursery, writer: Recorder, **kwargs: Any
+) -> Aggregator:
+    agg = Aggregator(config(writer, buffer_size=4, max_errors=20, **kwargs))
+    await agg.start(nursery)
+    return agg
+
+
 async def test_no_drop_warning_without_drops(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="trio_aggregator")
     async with (

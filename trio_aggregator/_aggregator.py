@@ -14,10 +14,12 @@ import trio
 
 from ._config import AggregatorConfig
 from ._errors import AggregatorClosedError, StillRunningError
+from ._intake import as_bytes
 from ._ledger import Ledger
 from ._lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 from ._run import Run, RunState
 from ._sender import AggregatorSender
+from ._threads import run_in_trio, run_sync_in_trio, trio_token_for
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
@@ -108,10 +110,12 @@ class Aggregator(trio.abc.AsyncResource):
         raise it from now on. Idempotent; the aggregator can be started again.
 
         Raises:
-            RuntimeError: called from inside the writer, ``sync_fn`` or the dead-letter
-                hook, where it would wait for itself.
+            RuntimeError: called from a thread other than the aggregator's Trio thread,
+                or from inside the writer, ``sync_fn`` or the dead-letter hook, where it
+                would wait for itself.
         """
         run = self._run
+        run.intake.check_thread("Aggregator.stop")
         if run.state is RunState.STOPPED:
             await checkpoint()
             return
@@ -121,6 +125,7 @@ class Aggregator(trio.abc.AsyncResource):
 
     async def restart(self, nursery: trio.Nursery | None = None) -> None:
         """`stop`, then `start` in *nursery* (by default the one of the last start)."""
+        self._run.intake.check_thread("Aggregator.restart")
         target = nursery or self._last_nursery
         if target is None:
             raise RuntimeError("restart() needs a nursery: this aggregator never started")
@@ -129,12 +134,15 @@ class Aggregator(trio.abc.AsyncResource):
 
     async def aclose(self) -> None:
         """`stop`, then close for good: `start` raises `AggregatorClosedError` after it."""
+        self._run.intake.check_thread("Aggregator.aclose")
         self._closed = True
         await self.stop()
 
     async def wait_stopped(self) -> None:
         """Return once the aggregator is not running (at once if it is not)."""
-        await self._run.stopped.wait()
+        run = self._run
+        run.intake.check_thread("Aggregator.wait_stopped")
+        await run.stopped.wait()
 
     # ------------------------------------------------------------------ writing
 
@@ -149,8 +157,10 @@ class Aggregator(trio.abc.AsyncResource):
             ValueError: *data* is larger than ``max_item_bytes``.
             AggregatorClosedError: the aggregator is not running.
             trio.WouldBlock: the buffer is full and ``when_full="raise"``.
-            RuntimeError: it would wait for room from inside the writer, ``sync_fn`` or
-                the dead-letter hook (the task that makes room).
+            RuntimeError: called from a thread other than the aggregator's Trio thread
+                (use `write_from_thread` there), or it would wait for room from inside
+                the writer, ``sync_fn`` or the dead-letter hook (the task that makes
+                room).
         """
         run = self._run
         return await run.intake.put(run.send, data)
@@ -159,6 +169,8 @@ class Aggregator(trio.abc.AsyncResource):
         """Like `write`, but raise `trio.WouldBlock` instead of waiting for room.
 
         Under ``when_full="drop_newest"`` or ``"drop_oldest"`` it drops as `write` does.
+        From a thread other than the aggregator's Trio thread it raises `RuntimeError`:
+        use `write_from_thread_nowait` there.
         """
         run = self._run
         return run.intake.put_nowait(run.send, data)
@@ -168,8 +180,60 @@ class Aggregator(trio.abc.AsyncResource):
 
         Raises:
             AggregatorClosedError: the aggregator is not running.
+            RuntimeError: called from a thread other than the aggregator's Trio thread.
         """
         return AggregatorSender(self._run.intake)
+
+    # ------------------------------------------------------------------ other threads
+
+    def write_from_thread(self, data: Buffer) -> int:
+        """`write`, from a thread other than the aggregator's Trio thread.
+
+        Blocks the calling thread until the write is accepted (or dropped by
+        ``when_full``) and returns what `write` returns. The same copy, type and size
+        rules apply; the data is copied before this call blocks. Each thread's writes
+        keep their order. Any thread will do, `trio.to_thread` workers included (the
+        write is not cancelled with the worker's caller: it runs in the run's system
+        nursery).
+
+        Raises:
+            AggregatorClosedError: the aggregator is not running, or its Trio run has
+                ended.
+            RuntimeError: called from the aggregator's Trio thread (use `write` there),
+                or it would wait for room from inside a writer run in a worker thread
+                (``writer_thread``), which the aggregator waits for.
+            TypeError, ValueError, trio.WouldBlock: as `write`.
+        """
+        item = as_bytes(data)
+        run = self._run
+        token = trio_token_for(run.token, run.thread, "write_from_thread", "await write()")
+        return run_in_trio(token, self._write_in_trio, item)
+
+    def write_from_thread_nowait(self, data: Buffer) -> int:
+        """`write_nowait`, from a thread other than the aggregator's Trio thread.
+
+        Never waits for room: raises `trio.WouldBlock` when the buffer is full, or drops
+        as ``when_full`` says. It does wait for the event loop to run the write (so the
+        answer is known when it returns).
+
+        Raises:
+            AggregatorClosedError: the aggregator is not running, or its Trio run has
+                ended.
+            RuntimeError: called from the aggregator's Trio thread (use `write_nowait`).
+            TypeError, ValueError, trio.WouldBlock: as `write_nowait`.
+        """
+        item = as_bytes(data)
+        run = self._run
+        token = trio_token_for(run.token, run.thread, "write_from_thread_nowait", "write_nowait()")
+        return run_sync_in_trio(token, self._write_nowait_in_trio, item)
+
+    async def _write_in_trio(self, item: bytes) -> int:
+        run = self._run  # the current run: it may have been restarted meanwhile
+        return await run.intake.put(run.send, item)
+
+    def _write_nowait_in_trio(self, item: bytes) -> int:
+        run = self._run
+        return run.intake.put_nowait(run.send, item)
 
     async def flush(self) -> None:
         """Return once every write accepted before this call has been settled.
@@ -180,11 +244,13 @@ class Aggregator(trio.abc.AsyncResource):
 
         Raises:
             AggregatorClosedError: the aggregator is not running.
-            RuntimeError: called from inside the writer, ``sync_fn`` or the dead-letter
-                hook, where it would wait for itself.
+            RuntimeError: called from a thread other than the aggregator's Trio thread,
+                or from inside the writer, ``sync_fn`` or the dead-letter hook, where it
+                would wait for itself.
         """
-        await checkpoint_if_cancelled()
         run = self._run
+        run.intake.check_thread("Aggregator.flush")
+        await checkpoint_if_cancelled()
         if run.state is not RunState.RUNNING:
             raise AggregatorClosedError("the aggregator is not running")
         if run.flushes.is_settled():
@@ -228,7 +294,11 @@ class Aggregator(trio.abc.AsyncResource):
         return self._ledger.errors.all
 
     def statistics(self) -> AggregatorStatistics:
-        """A consistent snapshot of every metric and counter."""
+        """A consistent snapshot of every metric and counter.
+
+        Safe from any thread, as are the metric and error properties (a metrics
+        exporter's thread reads them): they only read counts.
+        """
         return self._ledger.snapshot(
             is_running=self.is_running,
             uptime=self.uptime,

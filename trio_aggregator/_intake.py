@@ -20,6 +20,7 @@ from ._lowlevel import (
     checkpoint_if_cancelled,
     enable_ki_protection,
 )
+from ._threads import foreign_thread_error, get_ident
 
 if TYPE_CHECKING:
     from ._budget import ByteBudget
@@ -54,6 +55,7 @@ class Intake:
         "_send",
         "accepting",
         "clones",
+        "owner",
     )
 
     def __init__(
@@ -76,6 +78,8 @@ class Intake:
         self._plain = self._max_item is None and budget is None  # bytes go in as they are
         self.accepting = True
         """False once the run stops: every write raises `AggregatorClosedError`."""
+        self.owner: int | None = None
+        """The id of the run's Trio thread, once started: the only one allowed in."""
         self.clones: set[Channel] = set()
         """The send channels of the open `AggregatorSender` objects of this run."""
         self._in_line: dict[Channel, set[trio.CancelScope]] = {}  # writes in the byte line
@@ -85,6 +89,8 @@ class Intake:
     @enable_ki_protection
     def put_nowait(self, channel: Channel, data: object) -> int:
         """Put *data* in now, or apply ``when_full`` (`trio.WouldBlock` for block/raise)."""
+        if get_ident() != self.owner:
+            self._foreign(channel, "send_nowait")
         item = data if type(data) is bytes and self._plain else self._checked(data)
         size = self._try_put(channel, item)
         if size is None:
@@ -94,6 +100,8 @@ class Intake:
     @enable_ki_protection
     async def put(self, channel: Channel, data: object) -> int:
         """Put *data* in, waiting in the channel (or the byte line) while it is full."""
+        if get_ident() != self.owner:
+            self._foreign(channel, "send")
         await checkpoint_if_cancelled()
         item = data if type(data) is bytes and self._plain else self._checked(data)
         if item and self._ledger.nb_waiting and self._policy == "block":
@@ -105,6 +113,18 @@ class Intake:
             return await self._wait_for_room(channel, item)
         await cancel_shielded_checkpoint()
         return size
+
+    def _foreign(self, channel: Channel, send: str) -> None:
+        """Refuse a write from a thread other than the run's (unless never started)."""
+        if self.owner is not None:
+            write = "write" + send[len("send") :]
+            method = f"Aggregator.{write}" if channel is self._send else f"AggregatorSender.{send}"
+            raise foreign_thread_error(method)
+
+    def check_thread(self, method: str) -> None:
+        """Raise `RuntimeError` naming *method* if this is not the run's Trio thread."""
+        if get_ident() != self.owner and self.owner is not None:
+            raise foreign_thread_error(method)
 
     def _try_put(self, channel: Channel, item: bytes) -> int | None:
         """Put *item* in now: its size, 0 if dropped, None if no room (block and raise)."""

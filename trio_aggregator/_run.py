@@ -18,13 +18,15 @@ import trio
 from ._budget import ByteBudget
 from ._flushes import Flushes
 from ._intake import Intake
-from ._lowlevel import ReceiverGuard, enable_ki_protection
+from ._lowlevel import ReceiverGuard, current_trio_token, enable_ki_protection
 from ._receiver import Receiver
+from ._threads import get_ident
 from ._timers import run_timers
 
 if TYPE_CHECKING:
     from ._config import AggregatorConfig
     from ._ledger import Ledger
+    from ._lowlevel import TrioToken
 
 
 class RunState(enum.Enum):
@@ -53,6 +55,8 @@ class Run:
         "started_monotonic",
         "state",
         "stopped",
+        "thread",
+        "token",
     )
 
     def __init__(self, config: AggregatorConfig, ledger: Ledger) -> None:
@@ -75,6 +79,10 @@ class Run:
         self._receiver_scope = trio.CancelScope(shield=True)
         self._timers_scope = trio.CancelScope()
         self.started_at = self.started_monotonic = 0.0
+        self.thread: int | None = None
+        """The id of the thread that runs Trio (None before `start`)."""
+        self.token: TrioToken | None = None
+        """The `trio.lowlevel.TrioToken` of the Trio run (None before `start`)."""
 
     @classmethod
     def never_started(cls, config: AggregatorConfig, ledger: Ledger) -> Run:
@@ -88,6 +96,8 @@ class Run:
     def start(self, nursery: trio.Nursery) -> None:
         """Spawn the run's tasks in *nursery* (raises as `trio.Nursery.start_soon` does)."""
         self._ledger.new_run()
+        self.thread = self.intake.owner = get_ident()
+        self.token = current_trio_token()
         self.started_at = trio.current_time()
         self.started_monotonic = time.monotonic()
         nursery.start_soon(self._receive)
@@ -128,6 +138,7 @@ class Run:
     def _end(self) -> None:
         self.flushes.release_all()
         self._ledger.drops.report()
+        self._ledger.errors.report()
         self.state = RunState.STOPPED
         self.stopped.set()
 

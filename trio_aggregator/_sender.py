@@ -27,6 +27,7 @@ class AggregatorSender(trio.abc.SendChannel[bytes]):
     __slots__ = ("_clone", "_closed", "_intake")
 
     def __init__(self, intake: Intake) -> None:
+        intake.check_thread("Aggregator.sender")
         self._intake = intake
         self._clone = intake.open_clone()
         self._closed = False
@@ -41,6 +42,7 @@ class AggregatorSender(trio.abc.SendChannel[bytes]):
 
     def clone(self) -> AggregatorSender:
         """Another sender for another producer task, independent of this one."""
+        self._intake.check_thread("AggregatorSender.clone")
         if self._closed:
             raise trio.ClosedResourceError("this sender was closed")
         return AggregatorSender(self._intake)
@@ -50,6 +52,7 @@ class AggregatorSender(trio.abc.SendChannel[bytes]):
 
         Tasks blocked in its `send` get `trio.ClosedResourceError`.
         """
+        self._intake.check_thread("AggregatorSender.close")
         if not self._closed:
             self._closed = True
             self._intake.close_clone(self._clone)
