@@ -58,7 +58,7 @@ def tests(session: nox.Session) -> None:
 def tests_all(session: nox.Session, version: str) -> None:
     """Run the test suite on each Python 3.10-3.13 found here; a missing one is skipped."""
     if session.python is False:
-        session.skip(f"Python {version} not found on this machine (PATH, pyenv): skipped")
+        session.skip(f"Python {version} not found on this machine (looked on PATH and in pyenv)")
     session.install("-e", ".[test]")
     session.run("python", "-m", "pytest", *session.posargs)
 
