@@ -748,6 +748,7 @@ async def test_statistics_fields() -> None:
         "open_senders",
         "nb_waiting",
         "nb_processing",
+        "nb_held",
         "size_waiting",
         "size_processing",
     ):

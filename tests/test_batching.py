@@ -294,6 +294,7 @@ async def test_items_held_while_lingering_count_in_nb_processing(
         assert writer.calls == []
         stats = agg.statistics()
         assert stats.nb_processing == 5
+        assert stats.nb_held == 5  # all taken out of the buffer by the lingering batch
         assert stats.size_processing == 15
         await agg.flush()
         assert agg.nb_processing == 0
@@ -323,6 +324,11 @@ async def test_nb_processing_bounded_by_buffer_plus_batch(
             while True:
                 highest = max(highest, agg.nb_processing)
                 assert agg.nb_processing <= bound
+                stats = agg.statistics()
+                assert 0 <= stats.nb_held <= max_items
+                # The rest is in the buffer, or one item is on its way to the waiting
+                # writer task (handed over by the channel, that task not run yet).
+                assert stats.nb_processing - stats.nb_held <= buffer_size + 1
                 await trio.sleep(0.01)
 
         async with trio.open_nursery() as inner:

@@ -11,6 +11,7 @@ import errno
 import io
 import itertools
 import os
+import re
 import signal
 import socket
 from functools import partial
@@ -646,7 +647,10 @@ async def test_server_status_line(
         await trio.sleep(3.5 if tty else 25)  # every 1 s on a terminal, 10 s otherwise
         server.shutdown()
     text = stderr.getvalue()
-    status = "0 conns | 0 lines/s | 0.0 MB/s | buffer 0/256 | blocked 0 | errors 0"
+    status = (
+        "0 conns | 0 lines/s | 0.0 MB/s | buffered 0/256 (+0 in the writer's batch)"
+        " | blocked 0 | errors 0"
+    )
     if tty:
         assert text.count(f"\r\x1b[K{status}") == 3
         assert "\r\x1b[Ktrio-aggregator: summary" in text
@@ -724,7 +728,9 @@ async def test_demo_passes(tmp_path: Path) -> None:
     assert rc == 0, text + err.getvalue()
     assert "verification: PASSED - all 1,200 lines present exactly once" in text
     assert "(removed)" in text
-    assert "peak buffer" in text
+    assert re.search(
+        r"peak buffered +[\d,]+ writes incl. the writer's batch \(buffer size 256\)", text
+    )
 
 
 async def test_demo_keeps_a_given_output_and_refuses_a_used_one(tmp_path: Path) -> None:

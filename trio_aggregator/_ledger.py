@@ -246,6 +246,7 @@ class Ledger:
             size_waiting=self.size_waiting,
             nb_processing=processing,
             size_processing=self.size_buffered + self.size_held,
+            nb_held=self.nb_held,
             peak_nb_processing=max(self.peak, processing),  # read-only: any thread
             open_senders=open_senders,
             items_accepted=self.accepted,

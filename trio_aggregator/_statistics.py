@@ -30,6 +30,14 @@ class AggregatorStatistics:
     size_processing: int
     """Bytes of the items counted in ``nb_processing``."""
 
+    nb_held: int
+    """Of ``nb_processing``, the items taken out of the buffer for the next writer call.
+
+    The writer task holds them while it gathers a batch (``batch_max_items`` > 1). The
+    rest, ``nb_processing - nb_held``, are in the buffer, plus at most one item that the
+    channel has just handed to the waiting writer task.
+    """
+
     peak_nb_processing: int
     """The highest ``nb_processing`` seen since the current run started."""
 

@@ -338,7 +338,8 @@ class LineServer:
         text = (
             f"{server.connections_open:,} conns | {(lines - previous[0]) / seconds:,.0f} lines/s"
             f" | {(nbytes - previous[1]) / seconds / 1e6:,.1f} MB/s"
-            f" | buffer {agg.nb_processing:,}/{agg.buffer_size:,}"
+            f" | buffered {agg.nb_processing - agg.nb_held:,}/{agg.buffer_size:,}"
+            f" (+{agg.nb_held:,} in the writer's batch)"
             f" | blocked {agg.nb_waiting:,} | errors {errors:,}"
         )
         return text, (lines, nbytes)

@@ -84,14 +84,18 @@ class ServeSummary:
         return not (agg.writer_errors or agg.callback_errors or agg.dropped or self.final_errors)
 
     def throughput_rows(self) -> list[tuple[str, str]]:
-        """The ``lines/s``, ``MB/s``, ``writer calls`` and ``peak buffer`` rows."""
+        """The ``lines/s``, ``MB/s``, ``writer calls`` and ``peak buffered`` rows."""
         agg = self.aggregator
         seconds = max(self.seconds, 1e-9)
         return [
             ("lines/s", f"{self.server.lines / seconds:,.0f}"),
             ("MB/s", f"{agg.bytes_written / seconds / 1e6:,.1f}"),
             ("writer calls", f"{agg.writer_calls:,}"),
-            ("peak buffer", f"{agg.peak_nb_processing:,} / {agg.buffer_size:,} writes"),
+            (
+                "peak buffered",
+                f"{agg.peak_nb_processing:,} writes incl. the writer's batch"
+                f" (buffer size {agg.buffer_size:,})",
+            ),
         ]
 
     def rows(self) -> list[tuple[str, str]]:
