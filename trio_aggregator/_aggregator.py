@@ -228,7 +228,12 @@ class Aggregator(trio.abc.AsyncResource):
         return self._ledger.errors.all
 
     def statistics(self) -> AggregatorStatistics:
-        """A consistent snapshot of every metric and counter."""
+        """A consistent snapshot of every metric and counter, safe from any thread.
+
+        From another thread it is copied between two changes (the write path takes no
+        lock: a change bumps a version counter twice, and the copy is retried if one
+        came in between).
+        """
         return self._ledger.snapshot(
             is_running=self.is_running,
             uptime=self.uptime,

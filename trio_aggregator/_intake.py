@@ -168,11 +168,7 @@ class Intake:
             old = self._recv.receive_nowait()
         except trio.WouldBlock:
             return False
-        ledger = self._ledger
-        ledger.note_peak()
-        ledger.take(old)
-        ledger.forget_sample(ledger.taken)
-        ledger.drops.add("oldest")
+        self._ledger.evict(old)
         if self._budget is not None:
             self._budget.release(len(old))
         self._flushes.check()
