@@ -155,7 +155,13 @@ class AggregatorConfig:
     """Concurrent ``async_fn`` runs allowed: -1 unlimited, 0 the default (1)."""
 
     drain_timeout: float = attrs.field(default=5.0, validator=_non_negative)
-    """Seconds a stop may spend delivering what is still buffered."""
+    """Seconds a stop may spend delivering what is still buffered.
+
+    A ``writer_thread`` call still running then is no longer waited for: its batch is
+    counted in ``dropped_drain_timeout``, though the thread may still finish writing it.
+    A thread the writer or a callback starts itself (`FileSink.write`, ``sync_fn``) is
+    waited for: a stop can overrun by that one call.
+    """
 
     max_errors: int = attrs.field(default=100, validator=_positive_int)
     """How many recent errors `Aggregator.errors` keeps."""

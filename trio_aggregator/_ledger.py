@@ -72,6 +72,7 @@ class Ledger:
         "version",
         "writer_calls",
         "writer_errors",
+        "writer_lock",
     )
 
     def __init__(self, config: AggregatorConfig) -> None:
@@ -89,6 +90,8 @@ class Ledger:
         """(number, time accepted) of the sampled items not handed to the writer yet."""
         self._buffered_times: deque[float] = deque(maxlen=SAMPLE_WINDOW)
         self.version = 0
+        self.writer_lock = threading.Lock()
+        """Held by a ``writer_thread`` call, even one a stop stopped waiting for."""
         """Odd while the Trio thread changes related counts (see `snapshot`)."""
         self.new_run()
 
