@@ -26,9 +26,11 @@ from hypothesis import strategies as st
 from trio_aggregator import Aggregator, AggregatorClosedError, AggregatorConfig
 
 PRODUCERS = 3
-EXAMPLES = int(os.environ.get("TRIO_AGGREGATOR_MODEL_EXAMPLES", "150"))
-"""Examples per run: 150 keeps the default run to a few seconds; raise it for a long hunt."""
+EXAMPLES = int(os.environ.get("TRIO_AGGREGATOR_MODEL_EXAMPLES", "400"))
+"""Examples per run: 400 keeps the default run to a few seconds; raise it for a long hunt."""
 SHARED = (b"shared-object\n", b"\n")  # the same objects, written by several producers
+POISON = b":" + b"x" * 7 + b"\n"
+"""The writer fails every call with an item of size 7 in it (and all calls while failing)."""
 
 configs = st.fixed_dictionaries(
     {
@@ -44,20 +46,33 @@ configs = st.fixed_dictionaries(
         "batch_linger": st.sampled_from([0.0, 0.005]),
     }
 )
-producer_commands = st.sampled_from(["write", "nowait", "send", "close_sender", "cancel"])
-operations = st.lists(
-    st.one_of(
-        st.tuples(
-            st.just("cmd"),
-            st.integers(0, PRODUCERS - 1),
-            producer_commands,
-            st.integers(0, 12),  # < 2: a shared object
-        ),
-        st.tuples(st.sampled_from(["flush", "stop", "start", "restart", "fail", "heal"])),
-        st.tuples(st.just("sleep"), st.sampled_from([0.0, 0.003, 0.03])),
-    ),
-    max_size=40,
+producer_commands = st.sampled_from(
+    ["write", "write", "nowait", "send", "send", "close_sender", "cancel"]
 )
+command = st.tuples(
+    st.just("cmd"),
+    st.integers(0, PRODUCERS - 1),
+    producer_commands,
+    st.integers(0, 9),  # < 2: a shared object; 7: the writer fails
+    st.booleans(),  # let the producers run now (else commands pile up, then go in a burst)
+)
+others = st.one_of(
+    st.tuples(st.sampled_from(["flush", "flush", "stop", "start", "restart", "fail", "heal"])),
+    st.tuples(st.just("sleep"), st.sampled_from([0.0, 0.003, 0.03])),
+)
+operations = st.tuples(
+    st.lists(command, min_size=10, max_size=50),
+    st.lists(st.tuples(st.integers(0, 50), others), max_size=10),  # (before command n, op)
+).map(lambda plan: merge(*plan))
+
+
+def merge(commands: list[tuple[Any, ...]], others: list[tuple[int, Any]]) -> list[Any]:
+    """The commands, with each other operation put before the command it names."""
+    ops: list[Any] = []
+    for n, cmd in enumerate(commands):
+        ops += [op for at, op in others if at == n]
+        ops.append(cmd)
+    return ops + [op for at, op in others if at >= len(commands)]
 
 
 class Model:
@@ -95,7 +110,7 @@ class Model:
         try:
             if self.delay:
                 await trio.sleep(self.delay)
-            if self.failing:
+            if self.failing or any(item.endswith(POISON) for item in split(data)):
                 raise OSError("the writer fails")
             self.written += split(data)
         finally:
@@ -149,13 +164,15 @@ async def produce(
 async def drive(
     model: Model, agg: Aggregator, nursery: trio.Nursery, ops: list[tuple[Any, ...]]
 ) -> None:
-    channels = [trio.open_memory_channel[tuple[str, int]](100) for _ in range(PRODUCERS)]
+    channels = [trio.open_memory_channel[tuple[str, int]](1000) for _ in range(PRODUCERS)]
     async with trio.open_nursery() as producers:
         for me, (_, receive) in enumerate(channels):
             producers.start_soon(produce, model, agg, me, receive)
         for op in ops:
             if op[0] == "cmd":
                 channels[op[1]][0].send_nowait((op[2], op[3]))
+                if op[4]:
+                    await trio.lowlevel.checkpoint()
             elif op[0] == "sleep":
                 await trio.sleep(op[1])
             else:
