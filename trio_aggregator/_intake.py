@@ -181,6 +181,7 @@ class Intake:
         ledger = self._ledger
         size = len(item)
         ticket = self._flushes.ticket()
+        run = ledger.runs  # it may resume only after a stop and a new start
         ledger.block(item)
         reserved = False
         try:
@@ -189,7 +190,7 @@ class Intake:
                 reserved = True
             await channel.send(item)
         except BaseException as exc:
-            ledger.give_up(item)
+            ledger.give_up(item, run)
             if reserved:
                 assert self._budget is not None
                 self._budget.release(size)
@@ -197,7 +198,7 @@ class Intake:
             if type(exc) is trio.ClosedResourceError:
                 raise self._closed_error() from None
             raise
-        ledger.resume(item)
+        ledger.resume(item, run)
         return size
 
     async def _wait_in_line(self, channel: Channel, size: int) -> None:

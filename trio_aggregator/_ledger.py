@@ -62,6 +62,7 @@ class Ledger:
         "nb_held",
         "nb_waiting",
         "peak",
+        "runs",
         "samples",
         "size_buffered",
         "size_held",
@@ -90,6 +91,8 @@ class Ledger:
         """(number, time accepted) of the sampled items not handed to the writer yet."""
         self._buffered_times: deque[float] = deque(maxlen=SAMPLE_WINDOW)
         self.version = 0
+        self.runs = 0
+        """Runs started (1 before the first start): a waiting write knows its own by it."""
         self.writer_lock = threading.Lock()
         """Held by a ``writer_thread`` call, even one a stop stopped waiting for."""
         """Odd while the Trio thread changes related counts (see `snapshot`)."""
@@ -98,6 +101,7 @@ class Ledger:
     def new_run(self) -> None:
         """Levels start from zero with each run (the totals go on)."""
         self.version += 1
+        self.runs += 1
         self._owner = threading.get_ident()  # the thread that runs Trio, for `snapshot`
         self.nb_buffered = self.size_buffered = 0  # accepted, still in the channel
         self.nb_held = self.size_held = 0  # taken by the receiver, not handed to the writer
@@ -136,13 +140,17 @@ class Ledger:
         self.size_waiting -= len(item)
         return True
 
-    def give_up(self, item: bytes) -> None:
+    def give_up(self, item: bytes, run: int) -> None:
         """The write of *item* waited and never entered the channel (cancelled, closed).
 
         Its registration may have been taken by the adoption of another item that is the
         same (1-byte) bytes object: that adoption counted this write as accepted, and
-        left the other item counted as buffered; both are undone here.
+        left the other item counted as buffered; both are undone here. If its *run* is
+        over (the task resumed only after a new start), nothing is left to undo: the new
+        run's levels started from zero.
         """
+        if run != self.runs:
+            return
         self.version += 1
         if not self.unblock(item):
             self.accepted -= 1
@@ -164,8 +172,13 @@ class Ledger:
         if not self.accepted & SAMPLE_MASK:
             self.samples.append((self.accepted + self.nb_waiting, trio.current_time()))
 
-    def resume(self, item: bytes) -> None:
-        """The write of *item* waited and is now in the channel, unless already adopted."""
+    def resume(self, item: bytes, run: int) -> None:
+        """The write of *item* waited and is now in the channel, unless already adopted.
+
+        If its *run* is over, the receiver adopted it before that run ended.
+        """
+        if run != self.runs:
+            return
         self.version += 1
         if self.unblock(item):
             self.nb_buffered += 1
