@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -636,8 +637,8 @@ async def test_writer_thread_is_not_overlapped_while_a_call_hangs(
 async def test_writer_thread_no_overlap_across_restart_even_past_drain_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """A hung thread cannot be interrupted: stop waits for it, so the next run's calls
-    cannot overlap it."""
+    """A hung thread cannot be interrupted: stop gives up on it after drain_timeout (its
+    batch counted as dropped), and the next run's calls wait for it, so none overlap."""
     writer = ThreadWriter()
     writer.release.clear()
     cfg = config(writer, buffer_size=10, writer_thread=True, drain_timeout=1.0)
@@ -654,24 +655,25 @@ async def test_writer_thread_no_overlap_across_restart_even_past_drain_timeout(
 
         nursery.start_soon(restart)
         await trio.sleep(50)  # far past drain_timeout, in mock time
-        assert not restarted.is_set()
-        assert not agg.is_running
-        assert writer.active == 1
-        writer.release.set()
-        await restarted.wait()
+        assert restarted.is_set()
         assert agg.is_running
+        assert agg.statistics().dropped_drain_timeout == 1
         for i in range(5):
             await agg.write(b"run2-%d" % i)
+        await trio.sleep(50)
+        assert writer.active == 1  # still the first call: the second waits for it
+        assert writer.calls == []
+        writer.release.set()
         # flush before closing: the mock clock jumps while a thread runs, so a drain
         # with threads in it could hit the 1 s drain_timeout here.
         await agg.flush()
         await agg.aclose()
-    assert writer.calls[0] == b"run1"
+    assert writer.calls[0] == b"run1"  # abandoned by the stop, but written by its thread
     assert writer.calls[1:] == [b"run2-%d" % i for i in range(5)]
     assert writer.max_active == 1
     stats = agg.statistics()
-    assert stats.items_written == 6
-    assert stats.dropped == 0
+    assert stats.items_written == 5
+    assert stats.dropped == stats.dropped_drain_timeout == 1
 
 
 async def test_writer_thread_failure_follows_the_error_policy() -> None:
@@ -794,3 +796,38 @@ async def test_write_racing_the_linger_deadline(
     for _ in range(40):
         problems += await _write_at_linger_deadline(buffer_size, then)
     assert problems == []
+
+
+async def test_stop_returns_within_drain_timeout_while_a_writer_thread_blocks() -> None:
+    # Issue 11, item 8: stop() used to wait for the thread, whatever drain_timeout said.
+    writer = ThreadWriter()
+    writer.release.clear()
+    cfg = config(writer, buffer_size=10, writer_thread=True, drain_timeout=0.2)
+    try:
+        async with trio.open_nursery() as nursery:
+            agg = Aggregator(cfg)
+            await agg.start(nursery)
+            for item in (b"a", b"b", b"c"):
+                await agg.write(item)
+            assert await trio.to_thread.run_sync(writer.entered.wait, 10)
+            t0 = time.monotonic()
+            with trio.move_on_after(3):  # real seconds: bounded even if stop() does not return
+                await agg.stop()
+            elapsed = time.monotonic() - t0
+            assert elapsed < 2, f"stop() took {elapsed:.1f} s with drain_timeout=0.2"
+            stats = agg.statistics()
+            # b"a" was in the writer's thread, b"b" and b"c" buffered: none confirmed.
+            assert (stats.items_written, stats.dropped_drain_timeout) == (0, 3)
+            assert stats.items_accepted == 3
+            assert "drain_timeout" in str(agg.last_error)
+            # The abandoned thread may still write its batch; a restart waits for it.
+            await agg.start(nursery)
+            await agg.write(b"d")
+            writer.release.set()
+            await agg.flush()
+            await agg.aclose()
+    finally:
+        writer.release.set()
+    assert writer.calls == [b"a", b"d"]  # the abandoned call finished, then the new one
+    assert writer.max_active == 1
+    assert agg.statistics().items_written == 1

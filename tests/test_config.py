@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from trio_aggregator import AggregatorConfig, InvalidWriterError
-from trio_aggregator._config import is_async_callable
+from trio_aggregator._config import MIN_INTERVAL, is_async_callable
 
 
 def writer(data: bytes) -> None:
@@ -67,6 +67,8 @@ def test_missing_writer() -> None:
         ("batch_max_items", 0, ValueError),
         ("batch_max_bytes", 0, ValueError),
         ("batch_linger", -1, ValueError),
+        ("batch_linger", math.inf, ValueError),
+        ("writer_retry_backoff", math.inf, ValueError),
         ("batch_join", 1, TypeError),
         ("writer_thread", "yes", TypeError),
         ("when_full", "sometimes", ValueError),
@@ -80,6 +82,20 @@ def test_missing_writer() -> None:
 def test_bad_values_name_the_field(field: str, value: Any, exc: type[Exception]) -> None:
     with pytest.raises(exc, match=field):
         AggregatorConfig(writer=writer, **{field: value})
+
+
+@pytest.mark.parametrize("field", ["sync_interval", "async_interval"])
+@pytest.mark.parametrize("value", [5e-324, 1e-9, 0.000999])
+def test_intervals_below_the_minimum_are_refused(field: str, value: float) -> None:
+    # Issue 11, item 9: 1e-9 spun the CPU, 5e-324 stopped the timer after one tick.
+    with pytest.raises(ValueError, match=rf"^{field} must be <= 0 \(off\) or >= 0.001 seconds"):
+        AggregatorConfig(writer=writer, **{field: value})
+
+
+@pytest.mark.parametrize("field", ["sync_interval", "async_interval"])
+@pytest.mark.parametrize("value", [-1.0, 0, 0.0, MIN_INTERVAL, 0.5])
+def test_intervals_off_or_at_least_the_minimum_are_accepted(field: str, value: float) -> None:
+    assert getattr(AggregatorConfig(writer=writer, **{field: value}), field) == value
 
 
 @pytest.mark.parametrize("size", [0, 1, 1000, math.inf])

@@ -26,7 +26,7 @@ async def test_a_flush_targets_what_is_accepted_or_waiting_when_it_is_added() ->
     ledger.take(b"b")
     flushes.check()
     assert not done.is_set()
-    ledger.resume(b"c")
+    ledger.resume(b"c", ledger.runs)
     ledger.take(b"c")
     flushes.check()
     assert done.is_set()

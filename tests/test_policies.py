@@ -714,6 +714,22 @@ async def test_retry_backoff_is_capped_at_ten_seconds_then_the_policy_applies(
     assert stats.dropped_writer_error == 1
 
 
+async def test_a_first_backoff_above_ten_seconds_is_capped_too(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Issue 11, item 9: writer_retry_backoff=3600 must not sleep an hour before the first retry.
+    writer = FlakyWriter(failures=2)
+    cfg = config(writer, writer_retries=3, writer_retry_backoff=3600.0, drain_timeout=100.0)
+    async with trio.open_nursery() as nursery, open_aggregator(nursery, cfg) as agg:
+        t0 = trio.current_time()
+        await agg.write(b"x")
+        await agg.flush()
+        stats = agg.statistics()
+    assert [t - t0 for t in writer.times] == pytest.approx([0, 10, 20])
+    assert writer.written == [b"x"]
+    assert (stats.items_written, stats.dropped) == (1, 0)
+
+
 async def test_zero_backoff_retries_at_once(autojump_clock: trio.testing.MockClock) -> None:
     writer = FlakyWriter(failures=2)
     cfg = config(writer, writer_retries=2, writer_retry_backoff=0)

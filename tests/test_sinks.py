@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import math
 import os
 import stat
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -400,3 +404,181 @@ async def test_stream_sink_broken_stream_is_a_writer_error() -> None:
     assert agg.statistics().writer_errors == 1
     assert isinstance(agg.last_error, trio.BrokenResourceError)
     assert sink.bytes_written == 0
+
+
+# ---------------------------------------------------------------------------- short writes
+# Issue 11, item 2: a write that fails part way (disk full) must leave no partial record,
+# and a retry must not write the batch twice.
+
+RECORDS = [b"record %d %s\n" % (n, b"x" * (n % 7)) for n in range(300)]
+
+
+def make_sink(kind: str, path: Path) -> FileSink:
+    if kind == "rotating":
+        return RotatingFileSink(path, max_bytes=10**9, backup_count=1)
+    return FileSink(path)
+
+
+def check_whole_records(content: bytes, written: int) -> None:
+    """*content* is whole records from `RECORDS`, in order, each at most once."""
+    lines = content.splitlines(keepends=True)
+    assert b"".join(lines) == content
+    positions = [RECORDS.index(line) for line in lines]  # a partial line is not in RECORDS
+    assert positions == sorted(set(positions))
+    assert len(lines) == written
+
+
+def disk_of(monkeypatch: pytest.MonkeyPatch, capacity: int, *, fail_once: bool = False) -> None:
+    """Make `os.write` behave as on a disk of *capacity* bytes: a short write, then ENOSPC.
+
+    With *fail_once*, the disk is full only for the first write that reaches it, then
+    has room again (a retry succeeds).
+    """
+    real_write = os.write
+    full = [False]
+
+    def write(fd: int, data: memoryview) -> int:
+        room = capacity - os.fstat(fd).st_size
+        if (fail_once and full[0]) or len(data) <= room:
+            return real_write(fd, data)
+        if room <= 0:
+            full[0] = True
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data[:room])
+
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.parametrize("kind", ["file", "rotating"])
+def test_file_sink_undoes_a_write_that_fails_part_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    path = tmp_path / "full.log"
+    disk_of(monkeypatch, 25)
+    with make_sink(kind, path) as sink:
+        sink.write_blocking(b"0123456789\n")
+        with pytest.raises(OSError, match="No space"):
+            sink.write_blocking([b"abcdefghij\n", b"klmnopqrst\n"])  # 11 of 22 bytes fit
+        assert read(path) == b"0123456789\n"
+        assert (sink.size, sink.bytes_written) == (11, 11)
+        sink.write_blocking(b"short\n")  # a smaller record still fits after the undo
+    assert read(path) == b"0123456789\nshort\n"
+
+
+def test_file_sink_cannot_undo_on_a_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    read_end, write_end = os.pipe()
+    real_write = os.write
+    calls = [0]
+
+    def write(fd: int, data: memoryview) -> int:
+        calls[0] += 1
+        if calls[0] > 1:
+            raise OSError(errno.EPIPE, "Broken pipe")
+        return real_write(fd, data[:3])
+
+    monkeypatch.setattr(os, "write", write)
+    try:
+        with FileSink.from_fd(write_end) as sink:
+            with pytest.raises(OSError, match="Broken pipe"):
+                sink.write_blocking(b"abcdef")
+            assert sink.bytes_written == 3  # sent: it cannot be taken back
+        assert os.read(read_end, 100) == b"abc"
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("kind", ["file", "rotating"])
+@pytest.mark.parametrize("fail_once", [False, True], ids=["disk-stays-full", "retry-succeeds"])
+async def test_a_full_disk_behind_an_aggregator_leaves_whole_records_counted_right(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, fail_once: bool
+) -> None:
+    path = tmp_path / "full.log"
+    disk_of(monkeypatch, 1000, fail_once=fail_once)
+    async with make_sink(kind, path) as sink:
+        config = AggregatorConfig(
+            writer=sink.write,
+            buffer_size=64,
+            batch_max_items=8,
+            writer_retries=1,
+            writer_retry_backoff=0,
+        )
+        async with trio.open_nursery() as nursery, open_aggregator(nursery, config) as agg:
+            for record in RECORDS:
+                await agg.write(record)
+        stats = agg.statistics()
+    content = read(path)
+    check_whole_records(content, stats.items_written)
+    assert stats.bytes_written == len(content) == sink.size
+    assert stats.items_accepted == len(RECORDS)
+    assert stats.items_written + stats.dropped_writer_error == len(RECORDS)
+    assert stats.dropped == stats.dropped_writer_error
+    if fail_once:  # the retry wrote the batch once, whole
+        assert content == b"".join(RECORDS)
+        assert stats.writer_errors == 1
+    else:
+        assert 900 < len(content) <= 1000
+        assert stats.dropped_writer_error > 0
+
+
+_FSIZE_SCRIPT = """
+import json, resource, signal, sys
+import trio
+from trio_aggregator import AggregatorConfig, FileSink, RotatingFileSink, open_aggregator
+
+path, kind, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
+records = [b"record %d %s\\n" % (n, b"x" * (n % 7)) for n in range(300)]
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a killed process
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+async def main():
+    sink = FileSink(path) if kind == "file" else RotatingFileSink(path, 10**9, 1)
+    async with sink:
+        config = AggregatorConfig(
+            writer=sink.write, buffer_size=64, batch_max_items=8,
+            writer_retries=1, writer_retry_backoff=0,
+        )
+        async with trio.open_nursery() as nursery, open_aggregator(nursery, config) as agg:
+            for record in records:
+                await agg.write(record)
+    stats = agg.statistics()
+    print(json.dumps({"written": stats.items_written, "bytes": stats.bytes_written,
+                      "dropped": stats.dropped, "writer_error": stats.dropped_writer_error,
+                      "size": sink.size}))
+
+trio.run(main)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE, SIGXFSZ")
+@pytest.mark.parametrize("kind", ["file", "rotating"])
+def test_rlimit_fsize_leaves_whole_records_counted_right(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "limited.log"
+    done = subprocess.run(
+        [sys.executable, "-c", _FSIZE_SCRIPT, str(path), kind, "1000"],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    stats = json.loads(done.stdout)
+    content = read(path)
+    check_whole_records(content, stats["written"])
+    assert stats["bytes"] == stats["size"] == len(content)
+    assert 900 < len(content) <= 1000
+    assert stats["written"] + stats["writer_error"] == len(RECORDS)
+    assert stats["dropped"] == stats["writer_error"] > 0
+
+
+def test_file_sink_counts_what_it_could_not_undo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_truncate(fd: int, length: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    disk_of(monkeypatch, 4)
+    monkeypatch.setattr(os, "ftruncate", no_truncate)
+    with FileSink(tmp_path / "eio.log") as sink:
+        with pytest.raises(OSError, match="No space"):
+            sink.write_blocking(b"abcdef")
+        assert (sink.size, sink.bytes_written) == (4, 4)  # the sink's count says what is there
+    assert read(tmp_path / "eio.log") == b"abcd"

@@ -294,10 +294,11 @@ class Aggregator(trio.abc.AsyncResource):
         return self._ledger.errors.all
 
     def statistics(self) -> AggregatorStatistics:
-        """A consistent snapshot of every metric and counter.
+        """A consistent snapshot of every metric and counter, safe from any thread.
 
-        Safe from any thread, as are the metric and error properties (a metrics
-        exporter's thread reads them): they only read counts.
+        From another thread it is copied between two changes (the write path takes no
+        lock: a change bumps a version counter twice, and the copy is retried if one
+        came in between).
         """
         return self._ledger.snapshot(
             is_running=self.is_running,

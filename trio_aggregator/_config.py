@@ -15,6 +15,8 @@ from ._errors import InvalidWriterError
 WhenFull = Literal["block", "drop_newest", "drop_oldest", "raise"]
 WHEN_FULL_CHOICES: tuple[str, ...] = ("block", "drop_newest", "drop_oldest", "raise")
 OnWriterError = Literal["continue", "raise"] | Callable[[Any, Exception], object]
+MIN_INTERVAL = 0.001
+"""Seconds: the shortest ``sync_interval`` or ``async_interval`` (<= 0 disables the timer)."""
 
 
 def is_async_callable(fn: object) -> bool:
@@ -59,8 +61,19 @@ def _buffer_size(_inst: Any, _attr: Any, value: Any) -> None:
 
 
 def _interval(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
-    if math.isinf(_check_number(attr.name, value)):
+    seconds = _check_number(attr.name, value)
+    if math.isinf(seconds):
         raise ValueError(f"{attr.name} must be finite, not {value}")
+    if 0 < seconds < MIN_INTERVAL:
+        raise ValueError(
+            f"{attr.name} must be <= 0 (off) or >= {MIN_INTERVAL} seconds, not {value!r}"
+        )
+
+
+def _finite_non_negative(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    seconds = _check_number(attr.name, value)
+    if seconds < 0 or math.isinf(seconds):
+        raise ValueError(f"{attr.name} must be >= 0 and finite, not {value}")
 
 
 def _non_negative(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
@@ -127,13 +140,13 @@ class AggregatorConfig:
     """Capacity of the memory channel, in items: 0 is a rendezvous, `math.inf` is unbounded."""
 
     sync_interval: float = attrs.field(default=0.0, validator=_interval)
-    """Seconds between runs of ``sync_fn``; <= 0 disables it."""
+    """Seconds between runs of ``sync_fn``; <= 0 disables it, else at least 0.001."""
 
     sync_fn: Callable[[], object] | None = attrs.field(default=None, validator=_callback)
     """Periodic callback run between writer calls, never beside one (sync or async)."""
 
     async_interval: float = attrs.field(default=0.0, validator=_interval)
-    """Seconds between runs of ``async_fn``; <= 0 disables it."""
+    """Seconds between runs of ``async_fn``; <= 0 disables it, else at least 0.001."""
 
     async_fn: Callable[[], object] | None = attrs.field(default=None, validator=_callback)
     """Periodic callback run as its own task, beside the writer, under a limiter."""
@@ -142,7 +155,13 @@ class AggregatorConfig:
     """Concurrent ``async_fn`` runs allowed: -1 unlimited, 0 the default (1)."""
 
     drain_timeout: float = attrs.field(default=5.0, validator=_non_negative)
-    """Seconds a stop may spend delivering what is still buffered."""
+    """Seconds a stop may spend delivering what is still buffered.
+
+    A ``writer_thread`` call still running then is no longer waited for: its batch is
+    counted in ``dropped_drain_timeout``, though the thread may still finish writing it.
+    A thread the writer or a callback starts itself (`FileSink.write`, ``sync_fn``) is
+    waited for: a stop can overrun by that one call.
+    """
 
     max_errors: int = attrs.field(default=100, validator=_positive_int)
     """How many recent errors `Aggregator.errors` keeps."""
@@ -153,7 +172,7 @@ class AggregatorConfig:
     batch_max_bytes: int | None = attrs.field(default=None, validator=_optional_positive_int)
     """A batch stops growing before it would pass this many bytes (None: no limit)."""
 
-    batch_linger: float = attrs.field(default=0.0, validator=_non_negative)
+    batch_linger: float = attrs.field(default=0.0, validator=_finite_non_negative)
     """Seconds to wait for a batch to fill; never delays `Aggregator.flush` or a stop."""
 
     batch_join: bool = attrs.field(default=True, validator=_batch_join)
@@ -177,8 +196,9 @@ class AggregatorConfig:
     writer_retries: int = attrs.field(default=0, validator=_non_negative_int)
     """How many times a failing writer call is retried, with the same batch, before the policy."""
 
-    writer_retry_backoff: float = attrs.field(default=0.1, validator=_non_negative)
-    """Seconds before the first retry; doubled after each, capped at 10 s."""
+    writer_retry_backoff: float = attrs.field(default=0.1, validator=_finite_non_negative)
+    """Seconds before the first retry; doubled after each; every sleep, the first one
+    included, is capped at 10 s."""
 
     writer_is_async: bool = attrs.field(init=False, repr=False, eq=False)
     """Whether ``writer`` is an ``async def`` (worked out once, here)."""

@@ -188,11 +188,7 @@ class Intake:
             old = self._recv.receive_nowait()
         except trio.WouldBlock:
             return False
-        ledger = self._ledger
-        ledger.note_peak()
-        ledger.take(old)
-        ledger.forget_sample(ledger.taken)
-        ledger.drops.add("oldest")
+        self._ledger.evict(old)
         if self._budget is not None:
             self._budget.release(len(old))
         self._flushes.check()
@@ -205,6 +201,7 @@ class Intake:
         ledger = self._ledger
         size = len(item)
         ticket = self._flushes.ticket()
+        run = ledger.runs  # it may resume only after a stop and a new start
         ledger.block(item)
         reserved = False
         try:
@@ -213,7 +210,7 @@ class Intake:
                 reserved = True
             await channel.send(item)
         except BaseException as exc:
-            ledger.give_up(item)
+            ledger.give_up(item, run)
             if reserved:
                 assert self._budget is not None
                 self._budget.release(size)
@@ -221,7 +218,7 @@ class Intake:
             if type(exc) is trio.ClosedResourceError:
                 raise self._closed_error() from None
             raise
-        ledger.resume(item)
+        ledger.resume(item, run)
         return size
 
     async def _wait_in_line(self, channel: Channel, size: int) -> None:

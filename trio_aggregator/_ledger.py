@@ -12,10 +12,17 @@ The receiver knows such an item by its identity: a waiting write sends its own c
 the bytes (except a 1-byte write: Python shares those objects, so among waiting 1-byte
 writes of the same byte the one adopted may be another one than the one taken; the
 counts stay right, and which of them is labelled waiting is settled when they resume).
+
+Only the Trio thread changes the counts; `snapshot` may be called from any thread. Each
+change of several related counts is wrapped in two increments of ``version`` (odd while
+it is under way), as in a seqlock: a reader on another thread copies the counts between
+two reads of the same even version, else tries again. The write path takes no lock.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -32,6 +39,8 @@ SAMPLE_MASK = 15
 """One item in 16 accepted without waiting has its buffered time measured."""
 SAMPLE_WINDOW = 1024
 """How many recent buffered-time samples the percentiles are computed over."""
+SNAPSHOT_PATIENCE = 1.0
+"""Seconds a reader on another thread retries for a consistent copy (see `Ledger.snapshot`)."""
 
 
 class Ledger:
@@ -39,6 +48,7 @@ class Ledger:
 
     __slots__ = (
         "_buffered_times",
+        "_owner",
         "accepted",
         "async_runs",
         "async_skipped",
@@ -52,6 +62,7 @@ class Ledger:
         "nb_held",
         "nb_waiting",
         "peak",
+        "runs",
         "samples",
         "size_buffered",
         "size_held",
@@ -59,8 +70,10 @@ class Ledger:
         "sync_runs",
         "taken",
         "unsettled_from",
+        "version",
         "writer_calls",
         "writer_errors",
+        "writer_lock",
     )
 
     def __init__(self, config: AggregatorConfig) -> None:
@@ -77,10 +90,19 @@ class Ledger:
         self.samples: deque[tuple[int, float]] = deque()
         """(number, time accepted) of the sampled items not handed to the writer yet."""
         self._buffered_times: deque[float] = deque(maxlen=SAMPLE_WINDOW)
+        self.version = 0
+        self.runs = 0
+        """Runs started (1 before the first start): a waiting write knows its own by it."""
+        self.writer_lock = threading.Lock()
+        """Held by a ``writer_thread`` call, even one a stop stopped waiting for."""
+        """Odd while the Trio thread changes related counts (see `snapshot`)."""
         self.new_run()
 
     def new_run(self) -> None:
         """Levels start from zero with each run (the totals go on)."""
+        self.version += 1
+        self.runs += 1
+        self._owner = threading.get_ident()  # the thread that runs Trio, for `snapshot`
         self.nb_buffered = self.size_buffered = 0  # accepted, still in the channel
         self.nb_held = self.size_held = 0  # taken by the receiver, not handed to the writer
         self.nb_waiting = self.size_waiting = 0
@@ -88,18 +110,24 @@ class Ledger:
         self.unsettled_from = 0  # number of the oldest item the receiver holds; 0: none
         self.blocked.clear()
         self.samples.clear()
+        self.version += 1
 
     # ------------------------------------------------------------ writes that wait
 
     def block(self, item: bytes) -> None:
         """Count *item* as waiting: its write found no room."""
+        self.version += 1
         self.nb_waiting += 1
         self.size_waiting += len(item)
         key = id(item)
         self.blocked[key] = self.blocked.get(key, 0) + 1
+        self.version += 1
 
     def unblock(self, item: bytes) -> bool:
-        """The write of *item* resumed: False if the receiver already adopted it."""
+        """The write of *item* resumed: False if the receiver already adopted it.
+
+        Only called inside a change that increments ``version``.
+        """
         key = id(item)
         left = self.blocked.get(key, 0)
         if not left:
@@ -112,17 +140,23 @@ class Ledger:
         self.size_waiting -= len(item)
         return True
 
-    def give_up(self, item: bytes) -> None:
+    def give_up(self, item: bytes, run: int) -> None:
         """The write of *item* waited and never entered the channel (cancelled, closed).
 
         Its registration may have been taken by the adoption of another item that is the
         same (1-byte) bytes object: that adoption counted this write as accepted, and
-        left the other item counted as buffered; both are undone here.
+        left the other item counted as buffered; both are undone here. If its *run* is
+        over (the task resumed only after a new start), nothing is left to undo: the new
+        run's levels started from zero.
         """
+        if run != self.runs:
+            return
+        self.version += 1
         if not self.unblock(item):
             self.accepted -= 1
             self.nb_buffered -= 1
             self.size_buffered -= len(item)
+        self.version += 1
 
     def accept(self, item: bytes) -> None:
         """Count *item* as accepted into the channel without waiting.
@@ -130,18 +164,27 @@ class Ledger:
         One such item in 16 has its buffered time measured: it entered the channel
         behind every accepted or waiting item, so its number is known.
         """
+        self.version += 1
         self.nb_buffered += 1
         self.size_buffered += len(item)
         self.accepted += 1
+        self.version += 1
         if not self.accepted & SAMPLE_MASK:
             self.samples.append((self.accepted + self.nb_waiting, trio.current_time()))
 
-    def resume(self, item: bytes) -> None:
-        """The write of *item* waited and is now in the channel, unless already adopted."""
+    def resume(self, item: bytes, run: int) -> None:
+        """The write of *item* waited and is now in the channel, unless already adopted.
+
+        If its *run* is over, the receiver adopted it before that run ended.
+        """
+        if run != self.runs:
+            return
+        self.version += 1
         if self.unblock(item):
             self.nb_buffered += 1
             self.size_buffered += len(item)
             self.accepted += 1
+        self.version += 1
 
     # ------------------------------------------------------------ taking
 
@@ -150,6 +193,16 @@ class Ledger:
 
         *held*: the receiver took it, and holds it until it hands it to the writer.
         """
+        self.version += 1
+        self._leave(item)
+        if held:
+            if not self.unsettled_from:
+                self.unsettled_from = self.taken
+            self.nb_held += 1
+            self.size_held += len(item)
+        self.version += 1
+
+    def _leave(self, item: bytes) -> None:
         blocked = self.blocked
         if blocked and id(item) in blocked:
             self.unblock(item)
@@ -158,16 +211,12 @@ class Ledger:
             self.nb_buffered -= 1
             self.size_buffered -= len(item)
         self.taken += 1
-        if held:
-            if not self.unsettled_from:
-                self.unsettled_from = self.taken
-            self.nb_held += 1
-            self.size_held += len(item)
 
     def take_run(self, run: list[bytes], size: int) -> None:
         """The receiver took the items of *run*, *size* bytes, at once, and holds them."""
         count = len(run)
         adopted = adopted_size = 0
+        self.version += 1
         if self.blocked:  # some may come from writes whose task has not resumed yet
             blocked = self.blocked
             for item in run:
@@ -183,14 +232,53 @@ class Ledger:
             self.unsettled_from = self.taken - count + 1
         self.nb_held += count
         self.size_held += size
+        self.version += 1
 
     def hand_over(self, count: int, size: int) -> None:
         """The receiver hands *count* held items of *size* bytes to the writer."""
+        self.version += 1
         level = self.nb_buffered + self.nb_held
         if level > self.peak:
             self.peak = level
         self.nb_held -= count
         self.size_held -= size
+        self.version += 1
+
+    def wrote(self, count: int, size: int) -> None:
+        """A writer call for *count* items of *size* bytes returned."""
+        self.version += 1
+        self.items_written += count
+        self.bytes_written += size
+        self.version += 1
+
+    def evict(self, item: bytes) -> None:
+        """*item*, taken from the channel, is dropped to make room (``drop_oldest``)."""
+        self.version += 1
+        self.note_peak()
+        self._leave(item)
+        self.forget_sample(self.taken)
+        self.drops.add("oldest")
+        self.version += 1
+
+    def abandon(self, reason: str, in_flight: int, left: list[bytes]) -> int:
+        """Count as lost: *in_flight*, the held items, and *left* (taken from the channel).
+
+        Returns how many items that is.
+        """
+        self.version += 1
+        try:
+            self.note_peak()
+            lost = in_flight + self.nb_held + len(left)
+            self.nb_held = self.size_held = 0
+            for item in left:
+                self._leave(item)
+            self.unsettled_from = 0
+            self.samples.clear()
+            if lost:
+                self.drops.add(reason, lost)
+        finally:
+            self.version += 1
+        return lost
 
     def note_peak(self) -> None:
         """Keep the high-water mark of the processing level.
@@ -225,18 +313,41 @@ class Ledger:
                     del self.samples[index]
                 return
 
-    def forget_samples(self) -> None:
-        """Nothing left will reach the writer (the run was abandoned)."""
-        self.samples.clear()
-
     # ------------------------------------------------------------ reading
 
     def snapshot(
         self, *, is_running: bool, uptime: float, buffer_size: float, open_senders: int
     ) -> AggregatorStatistics:
-        """Every count as one `AggregatorStatistics`."""
+        """Every count as one `AggregatorStatistics`, consistent from any thread.
+
+        In the Trio thread the counts never change under the reader. On another thread
+        they are copied between two reads of the same even ``version`` (retrying, and
+        letting the Trio thread run, while a change is under way). Should a change never
+        finish (the Trio thread stopped in the middle of one, by `KeyboardInterrupt`),
+        the copy made after `SNAPSHOT_PATIENCE` seconds is returned as it is.
+        """
+        copy = self._copy
+        if threading.get_ident() == self._owner:
+            return copy(is_running, uptime, buffer_size, open_senders)
+        give_up = time.monotonic() + SNAPSHOT_PATIENCE
+        while True:
+            version = self.version
+            if not version & 1:
+                stats = copy(is_running, uptime, buffer_size, open_senders)
+                if self.version == version or time.monotonic() > give_up:
+                    return stats
+            elif time.monotonic() > give_up:
+                return copy(is_running, uptime, buffer_size, open_senders)
+            time.sleep(0)  # let the Trio thread finish its change
+
+    def _copy(
+        self, is_running: bool, uptime: float, buffer_size: float, open_senders: int
+    ) -> AggregatorStatistics:
+        # Counts that change alone, and only grow, are read before those they depend on
+        # (writer_errors before writer_calls): a change between the two keeps the order.
+        errors = self.writer_errors
         times = sorted(self._buffered_times)
-        drops = self.drops.counts
+        drops = dict(self.drops.counts)  # copied at once
         processing = self.nb_buffered + self.nb_held
         return AggregatorStatistics(
             is_running=is_running,
@@ -253,7 +364,7 @@ class Ledger:
             items_written=self.items_written,
             bytes_written=self.bytes_written,
             writer_calls=self.writer_calls,
-            writer_errors=self.writer_errors,
+            writer_errors=errors,
             callback_errors=self.callback_errors,
             sync_runs=self.sync_runs,
             async_runs=self.async_runs,
@@ -262,7 +373,7 @@ class Ledger:
             dropped_oldest=drops["oldest"],
             dropped_drain_timeout=drops["drain_timeout"],
             dropped_writer_error=drops["writer_error"],
-            dropped=self.drops.total,
+            dropped=sum(drops.values()),
             buffered_time_p50=_percentile(times, 0.50),
             buffered_time_p99=_percentile(times, 0.99),
         )

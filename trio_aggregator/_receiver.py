@@ -238,8 +238,7 @@ class Receiver:
             await self._failed(payload, nbytes, exc)
         else:
             self._in_flight = 0
-            self._ledger.items_written += count
-            self._ledger.bytes_written += nbytes
+            self._ledger.wrote(count, nbytes)
         self._ledger.unsettled_from = self._carry_number if self._carry is not None else 0
         if self._flushes.pending:
             self._flushes.check()
@@ -268,8 +267,7 @@ class Receiver:
         self._in_flight = 0
         ledger = self._ledger
         if error is None:
-            ledger.items_written += count
-            ledger.bytes_written += nbytes
+            ledger.wrote(count, nbytes)
         else:
             ledger.drops.add("writer_error", count)
             await self._writer.dead_letter(payload, error)  # a flush waits for it too
@@ -289,22 +287,18 @@ class Receiver:
     def abandon(self, reason: str) -> None:
         """Count what will never be delivered: in flight, held, and left in the channel."""
         ledger = self._ledger
-        ledger.note_peak()
-        lost = self._in_flight + ledger.nb_held
-        self._in_flight = ledger.nb_held = ledger.size_held = 0
-        self._batch, self._batch_bytes, self._carry = [], 0, None
+        left: list[bytes] = []
         while True:
             try:
                 item = self._recv.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
             if item:
-                ledger.take(item)
-                lost += 1
-        ledger.unsettled_from = 0
-        ledger.forget_samples()
+                left.append(item)
+        lost = ledger.abandon(reason, self._in_flight, left)
+        self._in_flight = 0
+        self._batch, self._batch_bytes, self._carry = [], 0, None
         if lost:
-            ledger.drops.add(reason, lost)
             ledger.errors.record(
                 RuntimeError(f"{lost} item(s) were not delivered ({reason})"), "stop"
             )

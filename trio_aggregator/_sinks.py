@@ -8,9 +8,10 @@ aggregator hands over: `bytes` (``batch_join=True``, the default) or a `list` of
 The file sinks never block the event loop: their ``async`` methods run the blocking
 system calls (`os.write`, `os.fsync`, the renames of a rotation) in a worker thread with
 `trio.to_thread.run_sync`. A cancelled call waits for its thread to finish, so a write
-is never half-known. The same work is available as plain methods
-(`FileSink.write_blocking`, ...) for a writer run with ``writer_thread=True`` or for
-code outside Trio.
+is never half-known. A file write is all or nothing: a write that fails part way (disk
+full) cuts what it had appended, so the file only ever holds whole batches. The same
+work is available as plain methods (`FileSink.write_blocking`, ...) for a writer run
+with ``writer_thread=True`` or for code outside Trio.
 """
 
 from __future__ import annotations
@@ -57,6 +58,18 @@ def _fd_number(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"fd must be an int, not {type(value).__name__}")
     return value
+
+
+def _undo_append(fd: int, count: int) -> bool:
+    """Cut the last *count* bytes appended to the regular file *fd*; whether it could."""
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        os.ftruncate(fd, max(0, info.st_size - count))
+    except OSError:
+        return False
+    return True
 
 
 class _AsyncWith:
@@ -190,29 +203,43 @@ class FileSink(_AsyncWith):
         return self._fd
 
     def write_blocking(self, data: Data) -> None:
-        """Write all of *data* now, blocking the calling thread.
+        """Write all of *data* now, blocking the calling thread: all of it, or none of it.
 
-        Suitable as the ``writer`` of an aggregator with ``writer_thread=True``.
+        Short writes are completed. If a write fails part way (disk full, ``EFBIG``),
+        the part already written is cut off again (`os.ftruncate` back to where this
+        call started), so the file never holds a partial record and a retry of the same
+        data never duplicates bytes. That undo needs a regular file that nothing else
+        appends to at the same moment; on a pipe or a terminal, what was sent before the
+        error stays sent. Suitable as the ``writer`` of an aggregator with
+        ``writer_thread=True``.
 
         Raises:
             trio.ClosedResourceError: The sink is closed.
-            OSError: The write failed (part of *data* may have been written).
+            OSError: The write failed (the file is as it was before the call, on a
+                regular file).
         """
         view = memoryview(_as_buffer(data)).cast("B")
         with self._lock:
             fd = self._require_fd()
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-                self._size += written
-                self._bytes_written += written
+            done = 0
+            try:
+                while done < len(view):
+                    done += os.write(fd, view[done:])
+            except BaseException:
+                if done and not _undo_append(fd, done):
+                    self._size += done  # it stays in the file (a pipe, a terminal)
+                    self._bytes_written += done
+                raise
+            self._size += done
+            self._bytes_written += done
 
     async def write(self, data: Data) -> None:
         """Write all of *data* from a worker thread; the ``writer`` of an aggregator.
 
         Raises:
             trio.ClosedResourceError: The sink is closed.
-            OSError: The write failed (part of *data* may have been written).
+            OSError: The write failed; as with `write_blocking`, none of *data* stays
+                in a regular file.
         """
         await trio.to_thread.run_sync(self.write_blocking, data)
 

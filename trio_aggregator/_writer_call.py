@@ -37,14 +37,24 @@ class WriterCall:
         self._ledger = ledger
 
     async def call(self, payload: Payload) -> None:
-        """One call of the writer: in a worker thread, awaited, or inline."""
+        """One call of the writer: in a worker thread, awaited, or inline.
+
+        A worker thread cannot be cancelled: when a stop runs out of ``drain_timeout``,
+        the receiver stops waiting for it (the batch is counted as dropped), and the
+        thread finishes the call in the background. The writer lock makes the next call
+        (a restart's) wait for it, so the writer is still never called twice at once.
+        """
         config = self._config
         if config.writer_thread:
-            await trio.to_thread.run_sync(config.writer, payload)
+            await trio.to_thread.run_sync(self._call_locked, payload, abandon_on_cancel=True)
         elif config.writer_is_async:
             await cast("Awaitable[object]", config.writer(payload))
         else:
             await await_if_awaitable(config.writer(payload))
+
+    def _call_locked(self, payload: Payload) -> None:
+        with self._ledger.writer_lock:
+            self._config.writer(payload)
 
     async def retry(self, payload: Payload, exc: Exception) -> Exception | None:
         """Record the failed call, then retry with backoff; None once one succeeds."""
