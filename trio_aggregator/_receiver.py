@@ -109,8 +109,10 @@ class Receiver:
         if not item:  # woken: a timer tick or a flush
             self._flushes.check()
             return False
-        self._add(item)
         ledger = self._ledger
+        ledger.take(item, held=True)  # the batch is empty: nothing to carry over
+        self._batch.append(item)
+        self._batch_bytes = len(item)
         if self._max_items > 1 and (ledger.nb_buffered or ledger.blocked):
             self._take_buffered()
         return True
