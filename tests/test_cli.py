@@ -531,7 +531,7 @@ def test_sigterm_under_load_loses_nothing(tmp_path: Path) -> None:
     assert "SIGTERM: stopping" in stderr
     verification = verify_demo_output(str(output), clients, lines, 5)
     assert verification.ok, verification.problems
-    assert summary_value(stderr, "dropped") == "0"
+    assert summary_value(stderr, "lost lines") == "0"
 
 
 @needs_signals

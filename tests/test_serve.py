@@ -646,7 +646,7 @@ async def test_server_status_line(
         await trio.sleep(3.5 if tty else 25)  # every 1 s on a terminal, 10 s otherwise
         server.shutdown()
     text = stderr.getvalue()
-    status = "0 conns | 0 lines/s | 0.0 MB/s | buffer 0/256 | blocked 0 | errors 0"
+    status = "0 conns | 0 lines/s | 0.0 MB/s | buffer 0/256 | blocked 0 | errors 0 | lost 0 lines"
     if tty:
         assert text.count(f"\r\x1b[K{status}") == 3
         assert "\r\x1b[Ktrio-aggregator: summary" in text

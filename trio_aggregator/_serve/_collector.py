@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
+from ._losses import Losses
 from ._statistics import Counters, ServerStatistics
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ class LineCollector:
         idle_timeout: Close a connection silent for this long (None: never).
         max_connections: Connections served at once (None: no limit).
         shutdown_idle: After `stop`, close a connection silent for this long.
+        losses: Where lines read and not handed over are counted (default: a new one).
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class LineCollector:
         idle_timeout: float | None = None,
         max_connections: int | None = None,
         shutdown_idle: float = SHUTDOWN_IDLE,
+        losses: Losses | None = None,
     ) -> None:
         self._write_fn = write
         self._max_line_bytes = max_line_bytes
@@ -80,6 +83,7 @@ class LineCollector:
         self._slots = trio.Semaphore(max_connections) if max_connections else None
         self._shutdown_idle = shutdown_idle
         self._counters = Counters()
+        self.losses = Losses() if losses is None else losses
         self._connections: set[_Connection] = set()
         self._accept_scopes: set[trio.CancelScope] = set()
         self._nursery: trio.Nursery | None = None
@@ -115,8 +119,13 @@ class LineCollector:
         return deadline
 
     async def _write(self, chunk: bytes) -> None:
-        await self._write_fn(chunk)
+        try:
+            await self._write_fn(chunk)
+        except BaseException:
+            self.losses.add_data("forced_shutdown", chunk)
+            raise
         self._counters.lines += chunk.count(b"\n")
+        self._counters.bytes_accepted += len(chunk)
 
     async def handle(self, stream: trio.abc.ReceiveStream) -> None:
         """Read *stream* until it ends, writing its lines; then close it."""

@@ -145,6 +145,7 @@ class ServeOptions:
         writer: Callable[[Any], object],
         sync_fn: Callable[[], object] | None = None,
         sync_interval: float = 0.0,
+        on_writer_error: Callable[[Any, Exception], object] | None = None,
     ) -> AggregatorConfig:
         """The settings of the server's aggregator, writing with *writer*.
 
@@ -152,6 +153,8 @@ class ServeOptions:
             writer: The aggregator's writer (the output sink's ``write``).
             sync_fn: The periodic callback (an fsync, a rotation check), or None.
             sync_interval: Seconds between runs of *sync_fn*.
+            on_writer_error: The hook given a batch the writer failed to write for
+                good (the server counts its lines lost); None: the default policy.
         """
         return AggregatorConfig(
             writer=writer,
@@ -161,4 +164,5 @@ class ServeOptions:
             batch_max_items=BATCH_MAX_ITEMS,
             batch_max_bytes=BATCH_MAX_BYTES,
             drain_timeout=self.drain_timeout,
+            on_writer_error="continue" if on_writer_error is None else on_writer_error,
         )

@@ -42,6 +42,7 @@ from ._listeners import (
     tcp_listener_address,
     unlink_if_same,
 )
+from ._losses import Losses
 from ._metrics import MetricsEndpoint, start_metrics_endpoint
 from ._options import ROTATE_CHECK_INTERVAL
 from ._statistics import ServeSummary, format_table
@@ -74,8 +75,12 @@ class LineServer:
         self.options = options
         self._stderr = stderr
         self._aggregator: Aggregator | None = None
+        self.losses = Losses()
+        """Lines (and bytes) read and not written, by reason."""
+        self._written = [0, 0]  # lines and bytes the output took
         self.collector = LineCollector(
             self._write,
+            losses=self.losses,
             max_line_bytes=options.max_line_bytes,
             idle_timeout=options.idle_timeout,
             max_connections=options.max_connections,
@@ -120,6 +125,30 @@ class LineServer:
     async def _write(self, chunk: bytes) -> None:
         assert self._aggregator is not None
         await self._aggregator.write(chunk)
+
+    def _writer(self, sink: FileSink) -> Callable[[bytes], Awaitable[None]]:
+        """The aggregator's writer: *sink*'s, counting the lines it took."""
+        written = self._written
+
+        async def write(data: bytes) -> None:
+            await sink.write(data)
+            written[0] += data.count(b"\n")
+            written[1] += len(data)
+
+        return write
+
+    def _lost_to_writer(self, data: bytes, exc: Exception) -> None:
+        """The aggregator's ``on_writer_error`` hook: count the batch's lines lost."""
+        self.losses.add_data("writer_error", data)
+
+    def _count_drain_losses(self) -> None:
+        """Once the aggregator is closed: what it accepted and never wrote nor failed."""
+        server = self.collector.statistics()
+        snapshot = self.losses.snapshot()
+        lines = server.lines - self._written[0] - snapshot.lines["writer_error"]
+        nbytes = server.bytes_accepted - self._written[1] - snapshot.bytes["writer_error"]
+        if lines > 0 or nbytes > 0:
+            self.losses.add("drain_timeout", max(lines, 0), max(nbytes, 0))
 
     def shutdown(self, *, force: bool = False) -> None:
         """Begin a graceful shutdown (see the module docs); *force* closes connections now."""
@@ -183,7 +212,12 @@ class LineServer:
                 sync_fn, interval = sink.rotate_if_needed, ROTATE_CHECK_INTERVAL
         elif opts.output != "-" and interval > 0:
             sync_fn = sink.sync
-        return opts.aggregator_config(sink.write, sync_fn, interval if sync_fn is not None else 0.0)
+        return opts.aggregator_config(
+            self._writer(sink),
+            sync_fn,
+            interval if sync_fn is not None else 0.0,
+            on_writer_error=self._lost_to_writer,
+        )
 
     # ------------------------------------------------------------------ running
 
@@ -195,8 +229,8 @@ class LineServer:
     ) -> int:
         """Serve until `shutdown` (or SIGINT/SIGTERM with *handle_signals*); the exit code.
 
-        0 when every line received was written; 1 when some were lost (writer errors,
-        drops) or the final fsync failed.
+        0 when every line received was written; 1 when some were lost (counted in
+        `losses`, by reason) or the final fsync failed.
 
         Raises:
             ServeError: The output cannot be opened or an address cannot be listened on.
@@ -217,6 +251,7 @@ class LineServer:
                     )
                 started = trio.current_time()
                 await self._serve(sink, listeners, receiver, task_status)
+                self._count_drain_losses()
                 final_errors = await self._close_sink(sink)
                 self._clear_status()
                 summary = self.summary = self._summary(
@@ -250,6 +285,7 @@ class LineServer:
             output=self.options.output if self.options.output != "-" else "<stdout>",
             server=self.collector.statistics(),
             aggregator=self._aggregator.statistics(),
+            losses=self.losses.snapshot(),
             rotations=sink.rotations if isinstance(sink, RotatingFileSink) else 0,
             final_errors=final_errors,
         )
@@ -267,6 +303,7 @@ class LineServer:
             )
             if self._metrics is not None:
                 self._metrics.register(aggregator)
+                self._metrics.register_losses(self.losses.snapshot)
             try:
                 if receiver is not None:
                     nursery.start_soon(self._watch_signals, receiver)
@@ -340,6 +377,7 @@ class LineServer:
             f" | {(nbytes - previous[1]) / seconds / 1e6:,.1f} MB/s"
             f" | buffer {agg.nb_processing:,}/{agg.buffer_size:,}"
             f" | blocked {agg.nb_waiting:,} | errors {errors:,}"
+            f" | lost {self.losses.snapshot().total_lines:,} lines"
         )
         return text, (lines, nbytes)
 

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
     from trio_aggregator import AggregatorStatistics
 
+    from ._losses import LossSnapshot
+
 __all__ = ["Counters", "ServeSummary", "ServerStatistics", "format_table"]
 
 
@@ -29,6 +31,8 @@ class ServerStatistics:
     connections_peak: int
     lines: int
     """Lines handed to the aggregator (truncated and final partial lines included)."""
+    bytes_accepted: int
+    """Bytes of those lines."""
     bytes_received: int
     lines_truncated: int
     bytes_discarded: int
@@ -46,6 +50,7 @@ class Counters:
 
     __slots__ = (
         "accept_errors",
+        "bytes_accepted",
         "bytes_discarded",
         "bytes_received",
         "connections_open",
@@ -59,7 +64,7 @@ class Counters:
     )
 
     def __init__(self) -> None:
-        self.accept_errors = self.bytes_discarded = 0
+        self.accept_errors = self.bytes_accepted = self.bytes_discarded = 0
         self.bytes_received = self.connections_open = self.connections_peak = 0
         self.connections_total = self.idle_closed = self.lines = self.lines_truncated = 0
         self.partial_lines = self.resets = 0
@@ -74,14 +79,23 @@ class ServeSummary:
     server: ServerStatistics
     aggregator: AggregatorStatistics
     rotations: int
+    losses: LossSnapshot
+    """Lines and bytes read and not written, by reason."""
     final_errors: tuple[str, ...] = ()
     """Problems met while closing the output (a failed final fsync...)."""
 
     @property
     def ok(self) -> bool:
-        """Whether every line received was written: no writer error, drop or failed fsync."""
+        """Whether every line read was written: no loss, error, drop or failed fsync."""
         agg = self.aggregator
-        return not (agg.writer_errors or agg.callback_errors or agg.dropped or self.final_errors)
+        return not (
+            self.losses.total_lines
+            or self.losses.total_bytes
+            or agg.writer_errors
+            or agg.callback_errors
+            or agg.dropped
+            or self.final_errors
+        )
 
     def throughput_rows(self) -> list[tuple[str, str]]:
         """The ``lines/s``, ``MB/s``, ``writer calls`` and ``peak buffer`` rows."""
@@ -109,7 +123,8 @@ class ServeSummary:
             ("idle closed", f"{s.idle_closed:,}"),
             ("resets", f"{s.resets:,}"),
             ("errors", f"{agg.writer_errors + agg.callback_errors + s.accept_errors:,}"),
-            ("dropped", f"{agg.dropped:,}"),
+            ("lost lines", self.losses.describe()),
+            ("dropped writes", f"{agg.dropped:,} (aggregator items: chunks of lines)"),
             ("output", self.output + (f" ({self.rotations} rotations)" if self.rotations else "")),
         ]
         rows.extend(("error", message) for message in self.final_errors)
