@@ -387,11 +387,13 @@ async def test_collector_max_connections_makes_others_wait() -> None:
     assert collector.statistics().connections_peak == 1
 
 
-async def test_collector_abort_drops_connections_waiting_for_a_slot_or_a_write() -> None:
+async def test_collector_abort_drops_connections_waiting_for_a_slot_counts_stuck_writes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     written = Written()
     written.gate = trio.Event()  # never set: the write blocks
     listener = FakeListener()
-    collector = LineCollector(written, max_connections=1)
+    collector = LineCollector(written, max_connections=1, abort_grace=5)
     async with trio.open_nursery() as nursery:
         await nursery.start(collector.serve, [listener])
         writing = listener.connect()
@@ -399,10 +401,31 @@ async def test_collector_abort_drops_connections_waiting_for_a_slot_or_a_write()
         waiting = listener.connect()
         await trio.testing.wait_all_tasks_blocked()
         collector.abort()
+        await trio.sleep(4.9)
+        assert collector.losses.snapshot().total_lines == 0  # still waiting for room
+    assert trio.current_time() == pytest.approx(5)
     assert written.data == b""
+    losses = collector.losses.snapshot()
+    assert (losses.lines["forced_shutdown"], losses.bytes["forced_shutdown"]) == (1, 6)
     with pytest.raises(trio.BrokenResourceError):
         await waiting.send_all(b"closed?\n")
     collector.abort()  # not serving any more: nothing to cancel
+
+
+async def test_collector_second_abort_cancels_a_stuck_write_and_counts_it() -> None:
+    written = Written()
+    written.gate = trio.Event()  # never set: the write blocks
+    listener = FakeListener()
+    collector = LineCollector(written)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(collector.serve, [listener])
+        await listener.connect().send_all(b"one\ntwo\n")
+        await trio.testing.wait_all_tasks_blocked()
+        collector.abort()
+        await trio.testing.wait_all_tasks_blocked()
+        collector.abort()
+    losses = collector.losses.snapshot()
+    assert (losses.lines["forced_shutdown"], losses.bytes["forced_shutdown"]) == (2, 8)
 
 
 async def test_collector_retries_accept_after_running_out_of_descriptors(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import urllib.request
 from functools import partial
 from typing import TYPE_CHECKING
@@ -17,9 +18,11 @@ import pytest
 import trio
 import trio.testing
 
+from trio_aggregator import FileSink
+from trio_aggregator._serve._collector import LineCollector
 from trio_aggregator._serve._server import run_server
 
-from .test_serve import finish, options, send
+from .test_serve import FakeListener, Written, finish, options, send
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -86,3 +89,100 @@ def http_get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=10) as response:
         body: bytes = response.read()
     return body.decode()
+
+
+# ---------------------------------------------------------------------------- item 3
+
+
+async def test_collector_abort_still_hands_over_what_was_read() -> None:
+    """Item 3: a forced stop closes the connections, but chunks read are still written."""
+    written = Written()
+    written.gate = trio.Event()  # the aggregator has no room yet
+    listener = FakeListener()
+    collector = LineCollector(written)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(collector.serve, [listener])
+        clients = [listener.connect() for _ in range(5)]
+        for n, client in enumerate(clients):
+            await client.send_all(b"read %d\n" % n)
+        await trio.testing.wait_all_tasks_blocked()  # every reader waits for room
+        collector.abort()
+        await trio.testing.wait_all_tasks_blocked()
+        written.gate.set()
+    assert sorted(written.chunks) == [b"read %d\n" % n for n in range(5)]
+    assert collector.losses.snapshot().total_lines == 0
+    assert collector.statistics().lines == 5
+
+
+async def test_forced_shutdown_writes_what_was_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 3: a second signal loses no line already read, and the exit code says so."""
+    gate = threading.Event()
+    real = FileSink.write_blocking
+
+    def slow_disk(self: FileSink, data: bytes) -> None:
+        gate.wait(30)
+        real(self, data)
+
+    monkeypatch.setattr(FileSink, "write_blocking", slow_disk)
+    stderr = io.StringIO()
+    opts = options(tmp_path, buffer=1, fsync_interval=0)
+    data = [b"".join(b"client %d line %d\n" % (c, n) for n in range(50)) for c in range(8)]
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(run_server, opts, stderr=stderr))
+        async with trio.open_nursery() as clients:
+            for chunk in data:
+                clients.start_soon(send, server.tcp_addresses[0], chunk, len(chunk))
+        aggregator = server.aggregator
+        assert aggregator is not None
+        # Every line is read: one write at the (stuck) writer, one buffered, the rest
+        # of the readers waiting for room.
+        await wait_for(lambda: server.collector.statistics().bytes_received == len(b"".join(data)))
+        await wait_for(lambda: aggregator.statistics().nb_waiting == 6)
+        server.shutdown()
+        server.shutdown(force=True)
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+        await server.wait_finished()
+    assert server.exit_code == 0, stderr.getvalue()
+    assert sorted((tmp_path / "out.log").read_bytes().splitlines(keepends=True)) == sorted(
+        b"".join(data).splitlines(keepends=True)
+    )
+
+
+async def test_forcing_again_gives_up_what_waits_counts_it_and_exits_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 3: lines given up at a forced stop are counted, in lines, and exit 1."""
+    gate = threading.Event()
+    real = FileSink.write_blocking
+
+    def stuck_disk(self: FileSink, data: bytes) -> None:
+        gate.wait(30)
+        real(self, data)
+
+    monkeypatch.setattr(FileSink, "write_blocking", stuck_disk)
+    stderr = io.StringIO()
+    opts = options(tmp_path, buffer=1, fsync_interval=0, drain_timeout=0)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(run_server, opts, stderr=stderr))
+        for n in range(4):
+            await send(server.tcp_addresses[0], b"client %d\n" % n)
+        aggregator = server.aggregator
+        assert aggregator is not None
+        await wait_for(lambda: aggregator.statistics().nb_waiting == 2)
+        server.shutdown(force=True)
+        server.shutdown(force=True)  # the second forced stop: give up the waiting writes
+        await wait_for(lambda: server.losses.snapshot().lines["forced_shutdown"] == 2)
+        gate.set()
+        await server.wait_finished()
+    assert server.exit_code == 1
+    assert server.summary is not None
+    losses = server.summary.losses
+    assert losses.lines["forced_shutdown"] == 2
+    assert losses.bytes["forced_shutdown"] == 18
+    written = (tmp_path / "out.log").read_bytes().count(b"\n")
+    assert written + losses.total_lines == 4  # every line read: written or counted lost
+    assert losses.lines["drain_timeout"] == 1  # the buffered one: drain_timeout=0
+    assert "lost lines       3 (27 bytes; drain timeout 1, forced shutdown 2)" in stderr.getvalue()

@@ -58,7 +58,8 @@ client's), and each connection's lines keep their order. A line longer than
 --max-line-bytes is truncated to that length (the rest of it is discarded and counted);
 a last line without a newline is kept when the client disconnects. SIGINT or SIGTERM:
 stop accepting, let clients finish (up to --shutdown-timeout), write everything, fsync,
-print a summary, exit 0 (1 if data was lost). A second signal closes connections at once.
+print a summary, exit 0 (1 if a line read was lost: every loss is counted, in lines).
+A second signal closes connections at once (what was read is still written).
 """
 
 DEMO_EXAMPLES = f"""\

@@ -48,10 +48,11 @@ _SPLITTER_COUNTS = ("bytes_discarded", "lines_truncated", "partial_lines")
 
 
 class _Connection:
-    __slots__ = ("scope", "splitter")
+    __slots__ = ("scope", "splitter", "write_scope")
 
     def __init__(self, splitter: LineSplitter) -> None:
         self.scope = trio.CancelScope()
+        self.write_scope = trio.CancelScope()
         self.splitter = splitter
 
 
@@ -65,6 +66,8 @@ class LineCollector:
         max_connections: Connections served at once (None: no limit).
         shutdown_idle: After `stop`, close a connection silent for this long.
         losses: Where lines read and not handed over are counted (default: a new one).
+        abort_grace: After `abort`, the most seconds a chunk already read may still wait
+            to be handed over (for room in the aggregator); then it is counted lost.
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class LineCollector:
         max_connections: int | None = None,
         shutdown_idle: float = SHUTDOWN_IDLE,
         losses: Losses | None = None,
+        abort_grace: float = 30.0,
     ) -> None:
         self._write_fn = write
         self._max_line_bytes = max_line_bytes
@@ -89,6 +93,10 @@ class LineCollector:
         self._nursery: trio.Nursery | None = None
         self._stopping = False
         self._grace_deadline = math.inf
+        self._abort_grace = abort_grace
+        self._write_deadline = math.inf
+        self._aborts = 0
+        self._slot_scopes: set[trio.CancelScope] = set()
 
     @property
     def stopping(self) -> bool:
@@ -118,14 +126,20 @@ class LineCollector:
             deadline = min(deadline, now + self._shutdown_idle, self._grace_deadline)
         return deadline
 
-    async def _write(self, chunk: bytes) -> None:
+    async def _write(self, conn: _Connection, chunk: bytes) -> bool:
+        """Hand *chunk* over; False if `abort`'s grace ran out first (it is counted lost)."""
+        conn.write_scope = scope = trio.CancelScope(deadline=self._write_deadline)
         try:
-            await self._write_fn(chunk)
+            with scope:
+                await self._write_fn(chunk)
+                self._counters.lines += chunk.count(b"\n")
+                self._counters.bytes_accepted += len(chunk)
+                return True
         except BaseException:
             self.losses.add_data("forced_shutdown", chunk)
             raise
-        self._counters.lines += chunk.count(b"\n")
-        self._counters.bytes_accepted += len(chunk)
+        self.losses.add_data("forced_shutdown", chunk)
+        return False
 
     async def handle(self, stream: trio.abc.ReceiveStream) -> None:
         """Read *stream* until it ends, writing its lines; then close it."""
@@ -154,11 +168,11 @@ class LineCollector:
                     break
                 counters.bytes_received += len(data)
                 chunk = splitter.feed(data)
-                if chunk:
-                    await self._write(chunk)
+                if chunk and not await self._write(conn, chunk):
+                    break
             chunk = splitter.finish()
             if chunk:
-                await self._write(chunk)
+                await self._write(conn, chunk)
         finally:
             self._close_connection(conn)
             await trio.aclose_forcefully(stream)
@@ -173,12 +187,19 @@ class LineCollector:
         acquired = slots is None
         try:
             if slots is not None:
-                await slots.acquire()
-                acquired = True
+                with trio.CancelScope() as scope:
+                    self._slot_scopes.add(scope)
+                    if self._aborts:
+                        scope.cancel()
+                    await slots.acquire()
+                    acquired = True
+                self._slot_scopes.discard(scope)
         finally:
-            if not acquired:  # cancelled while waiting for a slot
+            if not acquired:  # aborted or cancelled while waiting for a slot
                 await trio.aclose_forcefully(stream)
         task_status.started()
+        if not acquired:
+            return
         try:
             await self.handle(stream)
         finally:
@@ -256,7 +277,21 @@ class LineCollector:
             scope.deadline = min(scope.deadline, deadline)
 
     def abort(self) -> None:
-        """Stop at once: cancel every connection, even one waiting to write."""
+        """Stop at once: close every connection; what was read is still handed over.
+
+        Connections are closed without reading more, and those waiting for a slot are
+        dropped unread; a chunk already read still waits for room in the aggregator, up
+        to *abort_grace* seconds, then it is counted lost (``forced_shutdown``). A
+        second call cancels everything at once (what was waiting is counted lost).
+        """
         self.stop(0)
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+        self._aborts += 1
+        if self._aborts > 1:
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
+            return
+        self._write_deadline = trio.current_time() + self._abort_grace
+        for scope in self._slot_scopes:
+            scope.cancel()
+        for conn in self._connections:
+            conn.write_scope.deadline = min(conn.write_scope.deadline, self._write_deadline)

@@ -22,7 +22,13 @@ import attrs
 
 __all__ = ["LOSS_REASONS", "LossSnapshot", "Losses"]
 
-LOSS_REASONS: tuple[str, ...] = ("writer_error", "drain_timeout", "forced_shutdown", "cut", "unread")
+LOSS_REASONS: tuple[str, ...] = (
+    "writer_error",
+    "drain_timeout",
+    "forced_shutdown",
+    "cut",
+    "unread",
+)
 """Why lines were lost, in the order the summary shows them."""
 
 

@@ -85,6 +85,7 @@ class LineServer:
             idle_timeout=options.idle_timeout,
             max_connections=options.max_connections,
             shutdown_idle=options.shutdown_idle,
+            abort_grace=options.drain_timeout,
         )
         self.tcp_addresses: list[tuple[str, int]] = []
         self.unix_paths: list[str] = []
@@ -151,11 +152,15 @@ class LineServer:
             self.losses.add("drain_timeout", max(lines, 0), max(nbytes, 0))
 
     def shutdown(self, *, force: bool = False) -> None:
-        """Begin a graceful shutdown (see the module docs); *force* closes connections now."""
+        """Begin a graceful shutdown (see the module docs); *force* closes connections now.
+
+        A forced shutdown still writes what was read (chunks waiting for room get up to
+        ``drain_timeout``); forcing it again cancels those too, counting them lost.
+        """
         self._shutdown_requested = True
-        self._force = self._force or force
         self.collector.stop(self.options.shutdown_timeout)
-        if self._force:
+        if force:
+            self._force = True
             self.collector.abort()
 
     async def wait_finished(self) -> None:
@@ -312,7 +317,7 @@ class LineServer:
                 async with trio.open_nursery() as serving:
                     await serving.start(self.collector.serve, listeners)
                     if self._shutdown_requested:
-                        self.shutdown(force=self._force)
+                        self.collector.stop(self.options.shutdown_timeout)
                     task_status.started(self)
             finally:
                 await aggregator.aclose()
@@ -354,8 +359,14 @@ class LineServer:
                     " to finish; send it again to close every connection now)"
                 )
                 self.shutdown()
+            elif not self._force:
+                self.message(
+                    f"{name} again: closing every connection now (what was read is still"
+                    " written; send it again to give that up too)"
+                )
+                self.shutdown(force=True)
             else:
-                self.message(f"{name} again: closing every connection now")
+                self.message(f"{name} a third time: giving up what waits (counted lost)")
                 self.shutdown(force=True)
 
     # ------------------------------------------------------------------ status line
