@@ -285,8 +285,9 @@ async def test_collector_idle_timeout(autojump_clock: trio.testing.MockClock) ->
         await client.send_all(b" line")
     # Closed 5 s after the last data, not after the first.
     assert trio.current_time() - start == pytest.approx(8.0)
-    assert written.data == b"hello\npartial line\n"
+    assert written.data == b"hello\npartial line [cut by trio-aggregator: idle timeout]\n"
     assert collector.statistics().idle_closed == 1
+    assert collector.statistics().cut_records == 1
     with pytest.raises(trio.BrokenResourceError):
         await client.send_all(b"too late\n")
 

@@ -7,8 +7,12 @@ tests wait for explicit conditions.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
+import socket
+import sys
+import termios
 import threading
 import urllib.request
 from functools import partial
@@ -19,7 +23,7 @@ import trio
 import trio.testing
 
 from trio_aggregator import FileSink
-from trio_aggregator._serve._collector import LineCollector
+from trio_aggregator._serve._collector import CutRecords, LineCollector
 from trio_aggregator._serve._server import run_server
 
 from .test_serve import FakeListener, Written, finish, options, send
@@ -186,3 +190,106 @@ async def test_forcing_again_gives_up_what_waits_counts_it_and_exits_1(
     assert written + losses.total_lines == 4  # every line read: written or counted lost
     assert losses.lines["drain_timeout"] == 1  # the buffered one: drain_timeout=0
     assert "lost lines       3 (27 bytes; drain timeout 1, forced shutdown 2)" in stderr.getvalue()
+
+
+# ---------------------------------------------------------------------------- item 4
+
+
+@pytest.mark.parametrize("policy", ["mark", "drop"])
+async def test_a_record_cut_at_the_idle_timeout_is_marked_or_dropped_never_whole(
+    policy: CutRecords, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Item 4: the server's cut is not written as if the record were whole."""
+    written = Written()
+    collector = LineCollector(written, idle_timeout=5.0, cut_records=policy)
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collector.handle, server)
+        await client.send_all(b"whole\n2024-01-01 ERROR payment id=12")
+    assert b"2024-01-01 ERROR payment id=12\n" not in written.data
+    losses = collector.losses.snapshot()
+    if policy == "mark":
+        assert written.data == (
+            b"whole\n2024-01-01 ERROR payment id=12 [cut by trio-aggregator: idle timeout]\n"
+        )
+        assert losses.total_lines == 0
+    else:
+        assert written.data == b"whole\n"
+        assert (losses.lines["cut"], losses.bytes["cut"]) == (1, 30)
+    assert collector.statistics().cut_records == 1
+
+
+async def test_a_record_cut_at_shutdown_is_marked_and_the_summary_says_so(tmp_path: Path) -> None:
+    stderr = io.StringIO()
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(run_server, options(tmp_path), stderr=stderr))
+        stream = await trio.open_tcp_stream(*server.tcp_addresses[0])
+        async with stream:
+            await stream.send_all(b"ok\nhalf a rec")
+            await wait_for(lambda: server.collector.statistics().bytes_received == 13)
+            assert await finish(server) == 0
+    assert (tmp_path / "out.log").read_bytes() == (
+        b"ok\nhalf a rec [cut by trio-aggregator: shutdown]\n"
+    )
+    assert "cut records      1 (cut by the server: marked)" in stderr.getvalue()
+
+
+async def test_dropped_cut_records_are_lost_lines_and_exit_1(tmp_path: Path) -> None:
+    stderr = io.StringIO()
+    opts = options(tmp_path, cut_records="drop")
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(run_server, opts, stderr=stderr))
+        stream = await trio.open_tcp_stream(*server.tcp_addresses[0])
+        async with stream:
+            await stream.send_all(b"ok\nhalf a rec")
+            await wait_for(lambda: server.collector.statistics().bytes_received == 13)
+            assert await finish(server) == 1
+    assert (tmp_path / "out.log").read_bytes() == b"ok\n"
+    assert "lost lines       1 (10 bytes; cut 1)" in stderr.getvalue()
+
+
+def unsent_bytes(sock: socket.socket) -> int:
+    """Bytes in *sock*'s send queue not yet acknowledged by the peer (Linux)."""
+    buf = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    return int.from_bytes(buf, sys.byteorder)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TIOCOUTQ on sockets")
+async def test_lines_unread_at_the_shutdown_deadline_are_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 4: lines still in the kernel when the shutdown timeout expires are reported."""
+    gate = threading.Event()
+    real = FileSink.write_blocking
+
+    def slow_disk(self: FileSink, data: bytes) -> None:
+        gate.wait(30)
+        real(self, data)
+
+    monkeypatch.setattr(FileSink, "write_blocking", slow_disk)
+    head = b"".join(b"head %d\n" % n for n in range(10))
+    tail = b"".join(b"tail line %04d\n" % n for n in range(1000))
+    stderr = io.StringIO()
+    opts = options(tmp_path, buffer=1, fsync_interval=0, shutdown_timeout=0)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(run_server, opts, stderr=stderr))
+        aggregator = server.aggregator
+        assert aggregator is not None
+        with socket.create_connection(server.tcp_addresses[0]) as client:
+            # Three reads: one at the (stuck) writer, one buffered, one waiting for room.
+            for part in (head[:14], head[14:28], head[28:]):
+                client.sendall(part)
+                received = head.index(part) + len(part)
+                await wait_for(lambda n=received: server.collector.statistics().bytes_received == n)
+            await wait_for(lambda: aggregator.statistics().nb_waiting == 1)
+            client.sendall(tail)  # the reader waits for room: this stays unread
+            await wait_for(lambda: unsent_bytes(client) == 0)
+            server.shutdown()  # the shutdown timeout (0) expires at once
+            gate.set()
+            await server.wait_finished()
+    assert server.exit_code == 1
+    assert (tmp_path / "out.log").read_bytes() == head
+    assert server.summary is not None
+    losses = server.summary.losses
+    assert (losses.lines["unread"], losses.bytes["unread"]) == (1000, len(tail))
+    assert f"lost lines       1,000 ({len(tail):,} bytes; unread 1,000)" in stderr.getvalue()

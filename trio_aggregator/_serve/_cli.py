@@ -251,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="on shutdown, the most time to write what is buffered (default 30)",
     )
+    tuning.add_argument(
+        "--cut-records",
+        choices=("mark", "drop"),
+        default="mark",
+        help="a line the server cuts (idle timeout, shutdown): 'mark' writes it followed by"
+        " ' [cut by trio-aggregator: REASON]'; 'drop' drops it, counted lost (default mark)",
+    )
     display = serve.add_argument_group("display")
     display.add_argument(
         "--status-interval",
@@ -320,6 +327,7 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
         idle_timeout=args.idle_timeout or None,
         shutdown_timeout=args.shutdown_timeout,
         drain_timeout=args.drain_timeout,
+        cut_records=args.cut_records,
         quiet=args.quiet,
         status_interval=args.status_interval or None,
         metrics=args.metrics,

@@ -5,6 +5,16 @@ How a connection is read (`LineCollector.handle`): bytes are received in chunks 
 chunk are handed to the aggregator as one write, so they stay together and in order;
 the aggregator never splits a write, so a line is never interleaved with another.
 
+Records the server cuts: when the server closes a connection itself (idle timeout,
+shutdown) in the middle of a line, that line is a *cut record*. With
+``cut_records="mark"`` (the default) it is written with `CUT_MARK` and the reason
+after it, so it never passes for a whole record; with ``"drop"`` it is dropped and
+counted lost (``cut``). And whatever the kernel still holds for that connection is
+read once, without waiting (at most `UNREAD_LIMIT` bytes), and counted lost
+(``unread``), in lines, with the cut record it completes: the client sent it, the
+server will not write it. Beyond that limit, and what sits in the client's own
+buffers, cannot be known.
+
 The collector's counters are its own; a connection's splitter counts for itself, and
 `LineCollector.statistics` adds those of the open connections to what the closed ones
 left in the totals.
@@ -14,7 +24,8 @@ from __future__ import annotations
 
 import errno
 import math
-from typing import TYPE_CHECKING
+import os
+from typing import TYPE_CHECKING, Literal
 
 import trio
 
@@ -25,7 +36,23 @@ from ._statistics import Counters, ServerStatistics
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-__all__ = ["ACCEPT_RETRY_DELAY", "RECEIVE_SIZE", "SHUTDOWN_IDLE", "LineCollector"]
+__all__ = [
+    "ACCEPT_RETRY_DELAY",
+    "CUT_MARK",
+    "RECEIVE_SIZE",
+    "SHUTDOWN_IDLE",
+    "UNREAD_LIMIT",
+    "CutRecords",
+    "LineCollector",
+]
+
+CutRecords = Literal["mark", "drop"]
+
+CUT_MARK = b" [cut by trio-aggregator: "
+"""What follows a cut record in ``mark`` mode, then the reason and ``]``."""
+
+UNREAD_LIMIT = 4 * 1024 * 1024
+"""The most bytes read, without waiting, from a connection the server cuts, to count them."""
 
 RECEIVE_SIZE = 64 * 1024
 """The most bytes read from a connection at once."""
@@ -68,6 +95,8 @@ class LineCollector:
         losses: Where lines read and not handed over are counted (default: a new one).
         abort_grace: After `abort`, the most seconds a chunk already read may still wait
             to be handed over (for room in the aggregator); then it is counted lost.
+        cut_records: What to do with a line the server cuts: ``"mark"`` or ``"drop"``
+            (see the module docs).
     """
 
     def __init__(
@@ -80,6 +109,7 @@ class LineCollector:
         shutdown_idle: float = SHUTDOWN_IDLE,
         losses: Losses | None = None,
         abort_grace: float = 30.0,
+        cut_records: CutRecords = "mark",
     ) -> None:
         self._write_fn = write
         self._max_line_bytes = max_line_bytes
@@ -94,6 +124,9 @@ class LineCollector:
         self._stopping = False
         self._grace_deadline = math.inf
         self._abort_grace = abort_grace
+        if cut_records not in ("mark", "drop"):
+            raise ValueError(f"cut_records must be 'mark' or 'drop', not {cut_records!r}")
+        self._cut_records = cut_records
         self._write_deadline = math.inf
         self._aborts = 0
         self._slot_scopes: set[trio.CancelScope] = set()
@@ -151,31 +184,53 @@ class LineCollector:
         counters.connections_total += 1
         counters.connections_peak = max(counters.connections_peak, counters.connections_open)
         try:
-            while True:
-                data: bytes | bytearray = b""
-                conn.scope = trio.CancelScope(deadline=self._receive_deadline())
-                with conn.scope:
-                    try:
-                        data = await stream.receive_some(RECEIVE_SIZE)
-                    except trio.BrokenResourceError:
-                        counters.resets += 1
-                        break
-                if conn.scope.cancelled_caught:
-                    if not self._stopping:
-                        counters.idle_closed += 1
-                    break
-                if not data:
-                    break
-                counters.bytes_received += len(data)
-                chunk = splitter.feed(data)
-                if chunk and not await self._write(conn, chunk):
-                    break
-            chunk = splitter.finish()
+            cut = await self._read(conn, stream)
+            chunk = splitter.finish() if cut is None else self._cut(splitter, stream, cut)
             if chunk:
                 await self._write(conn, chunk)
         finally:
             self._close_connection(conn)
             await trio.aclose_forcefully(stream)
+
+    async def _read(self, conn: _Connection, stream: trio.abc.ReceiveStream) -> str | None:
+        """Read and hand over *stream*'s lines; why the server cut it, or None if it ended."""
+        counters = self._counters
+        while True:
+            data: bytes | bytearray = b""
+            conn.scope = trio.CancelScope(deadline=self._receive_deadline())
+            with conn.scope:
+                try:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                except trio.BrokenResourceError:
+                    counters.resets += 1
+                    return None
+            if conn.scope.cancelled_caught:
+                if not self._stopping:
+                    counters.idle_closed += 1
+                    return "idle timeout"
+                return "shutdown"
+            if not data:
+                return None
+            counters.bytes_received += len(data)
+            chunk = conn.splitter.feed(data)
+            if chunk and not await self._write(conn, chunk):
+                return "forced shutdown"
+
+    def _cut(self, splitter: LineSplitter, stream: trio.abc.ReceiveStream, reason: str) -> bytes:
+        """The server cuts *stream*: count what the kernel still holds; the record to write."""
+        record = splitter.take_pending()
+        newlines, nbytes, ends_line = _count_unread(stream)
+        if nbytes:
+            lines = newlines + (0 if ends_line else 1)
+            self.losses.add("unread", lines, len(record) + nbytes)
+            return b""
+        if not record:
+            return b""
+        self._counters.cut_records += 1
+        if self._cut_records == "drop":
+            self.losses.add("cut", 1, len(record))
+            return b""
+        return record + CUT_MARK + reason.encode() + b"]\n"
 
     async def _serve_connection(
         self,
@@ -295,3 +350,27 @@ class LineCollector:
             scope.cancel()
         for conn in self._connections:
             conn.write_scope.deadline = min(conn.write_scope.deadline, self._write_deadline)
+
+
+def _count_unread(stream: trio.abc.ReceiveStream) -> tuple[int, int, bool]:
+    """Read what the kernel holds for *stream* without waiting, up to `UNREAD_LIMIT`.
+
+    Returns the newlines and bytes read, and whether the last byte was a newline. Only a
+    `trio.SocketStream` can be read so (its socket is non-blocking); others give zeros.
+    """
+    if not isinstance(stream, trio.SocketStream):
+        return 0, 0, True
+    newlines = nbytes = 0
+    last = b"\n"
+    try:
+        fd = stream.socket.fileno()
+        while nbytes < UNREAD_LIMIT:
+            data = os.read(fd, RECEIVE_SIZE)
+            if not data:
+                break
+            newlines += data.count(b"\n")
+            nbytes += len(data)
+            last = data[-1:]
+    except OSError:  # nothing more now (EAGAIN), or reset
+        pass
+    return newlines, nbytes, last == b"\n"

@@ -18,9 +18,16 @@ Any loss makes the exit status 1.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
-__all__ = ["LOSS_REASONS", "LossSnapshot", "Losses"]
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    Writer = Callable[[bytes], Awaitable[None]]
+
+__all__ = ["LOSS_REASONS", "LossSnapshot", "Losses", "OutputAccount"]
 
 LOSS_REASONS: tuple[str, ...] = (
     "writer_error",
@@ -86,3 +93,43 @@ class Losses:
     def snapshot(self) -> LossSnapshot:
         """A copy of the counts."""
         return LossSnapshot(lines=dict(self._lines), bytes=dict(self._bytes))
+
+
+class OutputAccount:
+    """What the output took, in lines and bytes, to count what the aggregator lost.
+
+    `writer` wraps the sink's write (counting what it took), `lost_to_writer` is the
+    aggregator's ``on_writer_error`` hook (a batch lost for good), and once the
+    aggregator is closed `count_drain_losses` counts the rest of what it accepted.
+    """
+
+    __slots__ = ("_losses", "bytes_written", "lines_written")
+
+    def __init__(self, losses: Losses) -> None:
+        self._losses = losses
+        self.lines_written = 0
+        self.bytes_written = 0
+
+    def writer(
+        self, write: Callable[[bytes], Awaitable[None]]
+    ) -> Callable[[bytes], Awaitable[None]]:
+        """*write*, counting the lines and bytes of each call that returns."""
+
+        async def counting_write(data: bytes) -> None:
+            await write(data)
+            self.lines_written += data.count(b"\n")
+            self.bytes_written += len(data)
+
+        return counting_write
+
+    def lost_to_writer(self, data: bytes, exc: Exception) -> None:
+        """The ``on_writer_error`` hook: count the batch's lines lost (``writer_error``)."""
+        self._losses.add_data("writer_error", data)
+
+    def count_drain_losses(self, lines_accepted: int, bytes_accepted: int) -> None:
+        """Count lost (``drain_timeout``) what was accepted, never written, never failed."""
+        snapshot = self._losses.snapshot()
+        lines = lines_accepted - self.lines_written - snapshot.lines["writer_error"]
+        nbytes = bytes_accepted - self.bytes_written - snapshot.bytes["writer_error"]
+        if lines > 0 or nbytes > 0:
+            self._losses.add("drain_timeout", max(lines, 0), max(nbytes, 0))

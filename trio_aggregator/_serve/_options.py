@@ -9,7 +9,7 @@ import attrs
 from trio_aggregator import AggregatorConfig
 
 from ._checks import count, flag, seconds
-from ._collector import SHUTDOWN_IDLE
+from ._collector import SHUTDOWN_IDLE, CutRecords
 from ._lines import DEFAULT_MAX_LINE_BYTES
 
 if TYPE_CHECKING:
@@ -113,6 +113,11 @@ class ServeOptions:
 
     drain_timeout: float = attrs.field(default=30.0, validator=seconds())
     """At shutdown, the most seconds given to the aggregator to write what it holds."""
+
+    cut_records: CutRecords = attrs.field(
+        default="mark", validator=attrs.validators.in_(("mark", "drop"))
+    )
+    """A line the server cuts (idle timeout, shutdown): ``"mark"`` it or ``"drop"`` it."""
 
     quiet: bool = attrs.field(default=False, validator=flag)
     """No status line."""

@@ -42,7 +42,7 @@ from ._listeners import (
     tcp_listener_address,
     unlink_if_same,
 )
-from ._losses import Losses
+from ._losses import Losses, OutputAccount
 from ._metrics import MetricsEndpoint, start_metrics_endpoint
 from ._options import ROTATE_CHECK_INTERVAL
 from ._statistics import ServeSummary, format_table
@@ -77,7 +77,7 @@ class LineServer:
         self._aggregator: Aggregator | None = None
         self.losses = Losses()
         """Lines (and bytes) read and not written, by reason."""
-        self._written = [0, 0]  # lines and bytes the output took
+        self._output = OutputAccount(self.losses)
         self.collector = LineCollector(
             self._write,
             losses=self.losses,
@@ -86,6 +86,7 @@ class LineServer:
             max_connections=options.max_connections,
             shutdown_idle=options.shutdown_idle,
             abort_grace=options.drain_timeout,
+            cut_records=options.cut_records,
         )
         self.tcp_addresses: list[tuple[str, int]] = []
         self.unix_paths: list[str] = []
@@ -126,30 +127,6 @@ class LineServer:
     async def _write(self, chunk: bytes) -> None:
         assert self._aggregator is not None
         await self._aggregator.write(chunk)
-
-    def _writer(self, sink: FileSink) -> Callable[[bytes], Awaitable[None]]:
-        """The aggregator's writer: *sink*'s, counting the lines it took."""
-        written = self._written
-
-        async def write(data: bytes) -> None:
-            await sink.write(data)
-            written[0] += data.count(b"\n")
-            written[1] += len(data)
-
-        return write
-
-    def _lost_to_writer(self, data: bytes, exc: Exception) -> None:
-        """The aggregator's ``on_writer_error`` hook: count the batch's lines lost."""
-        self.losses.add_data("writer_error", data)
-
-    def _count_drain_losses(self) -> None:
-        """Once the aggregator is closed: what it accepted and never wrote nor failed."""
-        server = self.collector.statistics()
-        snapshot = self.losses.snapshot()
-        lines = server.lines - self._written[0] - snapshot.lines["writer_error"]
-        nbytes = server.bytes_accepted - self._written[1] - snapshot.bytes["writer_error"]
-        if lines > 0 or nbytes > 0:
-            self.losses.add("drain_timeout", max(lines, 0), max(nbytes, 0))
 
     def shutdown(self, *, force: bool = False) -> None:
         """Begin a graceful shutdown (see the module docs); *force* closes connections now.
@@ -218,10 +195,10 @@ class LineServer:
         elif opts.output != "-" and interval > 0:
             sync_fn = sink.sync
         return opts.aggregator_config(
-            self._writer(sink),
+            self._output.writer(sink.write),
             sync_fn,
             interval if sync_fn is not None else 0.0,
-            on_writer_error=self._lost_to_writer,
+            on_writer_error=self._output.lost_to_writer,
         )
 
     # ------------------------------------------------------------------ running
@@ -256,7 +233,8 @@ class LineServer:
                     )
                 started = trio.current_time()
                 await self._serve(sink, listeners, receiver, task_status)
-                self._count_drain_losses()
+                server = self.collector.statistics()
+                self._output.count_drain_losses(server.lines, server.bytes_accepted)
                 final_errors = await self._close_sink(sink)
                 self._clear_status()
                 summary = self.summary = self._summary(
@@ -292,6 +270,7 @@ class LineServer:
             aggregator=self._aggregator.statistics(),
             losses=self.losses.snapshot(),
             rotations=sink.rotations if isinstance(sink, RotatingFileSink) else 0,
+            cut_records=self.options.cut_records,
             final_errors=final_errors,
         )
 

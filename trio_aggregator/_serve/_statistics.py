@@ -39,6 +39,8 @@ class ServerStatistics:
     """Bytes of over-long lines thrown away (past ``max_line_bytes``)."""
     partial_lines: int
     """Final lines without a newline, kept at disconnect."""
+    cut_records: int
+    """Lines the server cut (idle timeout, shutdown): marked or dropped, as configured."""
     idle_closed: int
     resets: int
     """Connections that ended with an error (reset by the peer...)."""
@@ -56,6 +58,7 @@ class Counters:
         "connections_open",
         "connections_peak",
         "connections_total",
+        "cut_records",
         "idle_closed",
         "lines",
         "lines_truncated",
@@ -67,7 +70,7 @@ class Counters:
         self.accept_errors = self.bytes_accepted = self.bytes_discarded = 0
         self.bytes_received = self.connections_open = self.connections_peak = 0
         self.connections_total = self.idle_closed = self.lines = self.lines_truncated = 0
-        self.partial_lines = self.resets = 0
+        self.partial_lines = self.resets = self.cut_records = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -79,6 +82,8 @@ class ServeSummary:
     server: ServerStatistics
     aggregator: AggregatorStatistics
     rotations: int
+    cut_records: str = "mark"
+    """What was done with the records the server cut: ``"mark"`` or ``"drop"``."""
     losses: LossSnapshot
     """Lines and bytes read and not written, by reason."""
     final_errors: tuple[str, ...] = ()
@@ -96,6 +101,10 @@ class ServeSummary:
             or agg.dropped
             or self.final_errors
         )
+
+    @property
+    def _cut_action(self) -> str:
+        return "marked" if self.cut_records == "mark" else "dropped, counted lost"
 
     def throughput_rows(self) -> list[tuple[str, str]]:
         """The ``lines/s``, ``MB/s``, ``writer calls`` and ``peak buffer`` rows."""
@@ -119,7 +128,8 @@ class ServeSummary:
             ("bytes written", f"{agg.bytes_written:,}"),
             *self.throughput_rows(),
             ("truncated lines", f"{s.lines_truncated:,} ({s.bytes_discarded:,} bytes discarded)"),
-            ("partial lines", f"{s.partial_lines:,} (kept at disconnect)"),
+            ("partial lines", f"{s.partial_lines:,} (client closed mid-line: kept)"),
+            ("cut records", f"{s.cut_records:,} (cut by the server: {self._cut_action})"),
             ("idle closed", f"{s.idle_closed:,}"),
             ("resets", f"{s.resets:,}"),
             ("errors", f"{agg.writer_errors + agg.callback_errors + s.accept_errors:,}"),
