@@ -614,7 +614,7 @@ async def test_server_writes_to_stdout(tmp_path: Path, capfd: pytest.CaptureFixt
 
 
 async def test_server_rotates(tmp_path: Path) -> None:
-    opts = options(tmp_path, rotate_bytes=100, backups=3, fsync_interval=0.001)
+    opts = options(tmp_path, rotate_bytes=100, backups=3, fsync_interval=0.01)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(run_server, opts)
         await send(server.tcp_addresses[0], b"x" * 150 + b"\n")

@@ -7,8 +7,10 @@ tests wait for explicit conditions.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import io
+import logging
 import os
 import socket
 import sys
@@ -23,8 +25,9 @@ import trio
 import trio.testing
 
 from trio_aggregator import FileSink
-from trio_aggregator._serve._collector import CutRecords, LineCollector
-from trio_aggregator._serve._server import run_server
+from trio_aggregator._serve._cli import main
+from trio_aggregator._serve._collector import ACCEPT_LOG_INTERVAL, CutRecords, LineCollector
+from trio_aggregator._serve._server import ServeError, run_server
 
 from .test_serve import FakeListener, Written, finish, options, send
 
@@ -293,3 +296,103 @@ async def test_lines_unread_at_the_shutdown_deadline_are_counted(
     losses = server.summary.losses
     assert (losses.lines["unread"], losses.bytes["unread"]) == (1000, len(tail))
     assert f"lost lines       1,000 ({len(tail):,} bytes; unread 1,000)" in stderr.getvalue()
+
+
+# ---------------------------------------------------------------------------- item 9
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--max-line-bytes", "99999999999G"],
+            "argument --max-line-bytes: a size in bytes must be <= 67,108,864",
+        ),
+        (["--rotate-bytes", "99999999999G"], "argument --rotate-bytes: a size in bytes must be <="),
+        (["--buffer", "99999999999"], "argument --buffer: N must be <= 1,000,000"),
+        (["--status-interval", "0"], "argument --status-interval: SECONDS must be > 0, not 0.0"),
+        (["--fsync-interval", "1e-9"], "argument --fsync-interval: SECONDS must be 0 or >= 0.01"),
+        (["--idle-timeout", "1e-9"], "argument --idle-timeout: SECONDS must be 0 or >= 0.01"),
+        (["--unix", ""], "a Unix socket path must not be empty"),
+    ],
+)
+def test_nonsense_arguments_are_refused(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Item 9: values that remove a bound, spin the CPU or mean nothing exit 2, clearly."""
+    assert main(["serve", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+async def test_unix_on_a_regular_file_says_so_and_leaves_it(tmp_path: Path) -> None:
+    """Item 9: not "Address already in use"; the file is not replaced."""
+    path = tmp_path / "not-a-socket"
+    path.write_bytes(b"precious\n")
+    with pytest.raises(ServeError, match="a file that is not a socket is there") as caught:
+        await run_server(options(tmp_path, tcp=(), unix=(str(path),)))
+    assert "in use" not in str(caught.value)
+    assert path.read_bytes() == b"precious\n"
+
+
+@pytest.mark.parametrize("kind", ["dev_null", "fifo"])
+async def test_a_non_regular_output_is_not_fsynced(
+    tmp_path: Path,
+    kind: str,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Item 9: /dev/null or a FIFO: no fsync EINVAL error every second, and exit 0."""
+    if kind == "dev_null":
+        output = os.devnull
+        reader = None
+    else:
+        output = str(tmp_path / "fifo")
+        os.mkfifo(output)
+        read_fd = os.open(output, os.O_RDONLY | os.O_NONBLOCK)  # so opening it to write won't wait
+        reader = read_fd
+    stderr = io.StringIO()
+    try:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                partial(run_server, options(tmp_path, output=output), stderr=stderr)
+            )
+            await trio.sleep(5)  # five fsync intervals, in mock time
+            server.shutdown()
+    finally:
+        if reader is not None:
+            os.close(reader)
+    assert server.exit_code == 0, stderr.getvalue()
+    assert server.summary is not None
+    assert server.summary.aggregator.callback_errors == 0
+    assert "fsync" not in stderr.getvalue() + caplog.text
+
+
+async def test_a_non_regular_output_cannot_be_rotated(tmp_path: Path) -> None:
+    with pytest.raises(ServeError, match="not a regular file"):
+        await run_server(options(tmp_path, output=os.devnull, rotate_bytes=100))
+
+
+async def test_running_out_of_descriptors_is_logged_rate_limited(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Item 9: EMFILE on accept is logged (once per interval) as well as counted."""
+    listener = FakeListener()
+    collector = LineCollector(Written())
+    with caplog.at_level(logging.WARNING, logger="trio_aggregator.serve"):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(collector.serve, [listener])
+            for _ in range(3):
+                listener.fail(OSError(errno.EMFILE, "Too many open files"))
+            await trio.sleep(1)
+            assert len(caplog.records) == 1
+            await trio.sleep(ACCEPT_LOG_INTERVAL)
+            listener.fail(OSError(errno.EMFILE, "Too many open files"))
+            await trio.sleep(1)
+            collector.stop()
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 2
+    assert "Too many open files (1 time(s) since the last report)" in messages[0]
+    assert "Too many open files (3 time(s) since the last report)" in messages[1]
+    assert collector.statistics().accept_errors == 4

@@ -22,7 +22,14 @@ from ._checks import check_count, check_seconds
 from ._demo import DemoOptions, run_demo
 from ._lines import DEFAULT_MAX_LINE_BYTES
 from ._listeners import parse_tcp_address
-from ._options import DEFAULT_OUTPUT, DEFAULT_TCP, ServeOptions
+from ._options import (
+    DEFAULT_OUTPUT,
+    DEFAULT_TCP,
+    MAX_BUFFER,
+    MAX_LINE_BYTES,
+    MIN_INTERVAL,
+    ServeOptions,
+)
 from ._server import ServeError, run_server
 
 if TYPE_CHECKING:
@@ -36,6 +43,8 @@ METRICS_HOST = "127.0.0.1"
 
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2}
 _SIZE_UNITS.update({"MB": 1024**2, "MIB": 1024**2, "G": 1024**3, "GB": 1024**3, "GIB": 1024**3})
+MAX_SIZE = 1024**4
+"""The largest size any option takes (1 TiB); ``--max-line-bytes`` has its own, lower."""
 
 SERVE_EXAMPLES = f"""\
 examples:
@@ -89,23 +98,24 @@ class _ExitError(Exception):
         self.status = status
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, maximum: int = MAX_SIZE) -> int:
     """A byte count: ``65536``, ``64K``, ``10M``, ``1G`` (binary units, case ignored).
 
     Raises:
-        ValueError: Not a positive size.
+        ValueError: Not a positive size, or above *maximum*.
     """
     stripped = text.strip().upper()
     number = stripped.rstrip("KMGIB")
     unit = stripped[len(number) :]
     if not number.isdigit() or unit not in _SIZE_UNITS:
         raise ValueError(f"not a size: {text!r} (examples: 65536, 64K, 10M, 1G)")
-    return check_count("a size in bytes", int(number) * _SIZE_UNITS[unit])
+    value = int(number) * _SIZE_UNITS[unit]
+    return check_count("a size in bytes", value, maximum=maximum)
 
 
-def _size(text: str) -> int:
+def _size(text: str, maximum: int = MAX_SIZE) -> int:
     try:
-        return parse_size(text)
+        return parse_size(text, maximum)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -122,30 +132,34 @@ def _metrics_address(text: str) -> tuple[str, int]:
     return _tcp(f"{METRICS_HOST}:{text}" if text.isdigit() else text)
 
 
-def _count(minimum: int) -> functools.partial[int]:
-    return functools.partial(_int_at_least, minimum)
+def _count(minimum: int, maximum: int | None = None) -> functools.partial[int]:
+    return functools.partial(_int_at_least, minimum, maximum)
 
 
-def _int_at_least(minimum: int, text: str) -> int:
+def _int_at_least(minimum: int, maximum: int | None, text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     try:
-        return check_count("N", value, minimum=minimum)
+        return check_count("N", value, minimum=minimum, maximum=maximum)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _seconds(text: str) -> float:
+def _seconds(text: str, *, positive: bool = False, at_least: float = 0.0) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     try:
-        return check_seconds("SECONDS", value, finite=True)
+        return check_seconds("SECONDS", value, finite=True, positive=positive, at_least=at_least)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_interval = functools.partial(_seconds, at_least=MIN_INTERVAL)
+_positive_interval = functools.partial(_seconds, positive=True, at_least=MIN_INTERVAL)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,23 +219,24 @@ def build_parser() -> argparse.ArgumentParser:
     tuning.add_argument(
         "--buffer",
         metavar="N",
-        type=_count(1),
+        type=_count(1, MAX_BUFFER),
         default=256,
         help="aggregator buffer, in writes (each: the complete lines of one read; default 256)",
     )
     tuning.add_argument(
         "--fsync-interval",
         metavar="SECONDS",
-        type=_seconds,
+        type=_interval,
         default=1.0,
-        help="fsync the output this often; 0: only at exit (default 1)",
+        help="fsync the output this often; 0: only at exit (default 1; skipped for a"
+        " non-regular output such as /dev/null, a FIFO or a terminal)",
     )
     tuning.add_argument(
         "--max-line-bytes",
         metavar="SIZE",
-        type=_size,
+        type=functools.partial(_size, maximum=MAX_LINE_BYTES),
         default=DEFAULT_MAX_LINE_BYTES,
-        help="truncate longer lines to SIZE bytes, discarding the rest (default 64K)",
+        help="truncate longer lines to SIZE bytes, discarding the rest (default 64K, at most 64M)",
     )
     tuning.add_argument(
         "--max-connections",
@@ -233,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     tuning.add_argument(
         "--idle-timeout",
         metavar="SECONDS",
-        type=_seconds,
+        type=_interval,
         default=0.0,
         help="close connections silent this long; 0: never (default)",
     )
@@ -262,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     display.add_argument(
         "--status-interval",
         metavar="SECONDS",
-        type=_seconds,
-        help="seconds between status lines (default 1 on a terminal, 10 otherwise)",
+        type=_positive_interval,
+        help="seconds between status lines, > 0 (default 1 on a terminal, 10 otherwise;"
+        " --quiet: none)",
     )
     display.add_argument(
         "-q", "--quiet", action="store_true", help="no status line on standard error"
@@ -329,7 +345,7 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
         drain_timeout=args.drain_timeout,
         cut_records=args.cut_records,
         quiet=args.quiet,
-        status_interval=args.status_interval or None,
+        status_interval=args.status_interval,
         metrics=args.metrics,
     )
 

@@ -23,6 +23,7 @@ left in the totals.
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import os
 from typing import TYPE_CHECKING, Literal
@@ -62,6 +63,11 @@ SHUTDOWN_IDLE = 0.2
 
 ACCEPT_RETRY_DELAY = 0.1
 """Seconds to wait before accepting again after running out of file descriptors or memory."""
+
+ACCEPT_LOG_INTERVAL = 10.0
+"""Seconds between two log lines about failing accepts (each failure is counted)."""
+
+logger = logging.getLogger("trio_aggregator.serve")
 
 _ACCEPT_CAPACITY_ERRNOS = frozenset(
     getattr(errno, name)
@@ -130,6 +136,8 @@ class LineCollector:
         self._write_deadline = math.inf
         self._aborts = 0
         self._slot_scopes: set[trio.CancelScope] = set()
+        self._accept_errors_unlogged = 0
+        self._next_accept_log = -math.inf
 
     @property
     def stopping(self) -> bool:
@@ -277,11 +285,28 @@ class LineCollector:
                     if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                         raise
                     self._counters.accept_errors += 1
+                    self._log_accept_error(exc)
                 finally:
                     self._accept_scopes.discard(scope)
             if scope.cancelled_caught:
                 return None
             await trio.sleep(ACCEPT_RETRY_DELAY)
+
+    def _log_accept_error(self, exc: OSError) -> None:
+        """Log a failing accept, at most once every `ACCEPT_LOG_INTERVAL` seconds."""
+        self._accept_errors_unlogged += 1
+        now = trio.current_time()
+        if now < self._next_accept_log:
+            return
+        logger.warning(
+            "accepting a connection failed: %s (%d time(s) since the last report);"
+            " retrying every %g s",
+            exc.strerror or exc,
+            self._accept_errors_unlogged,
+            ACCEPT_RETRY_DELAY,
+        )
+        self._accept_errors_unlogged = 0
+        self._next_accept_log = now + ACCEPT_LOG_INTERVAL
 
     async def _accept_loop(
         self, listener: trio.abc.Listener[trio.abc.Stream], nursery: trio.Nursery

@@ -46,6 +46,14 @@ def format_address(host: str, port: int) -> str:
 
 
 async def open_unix_listener(path: str) -> trio.SocketListener:
+    """Listen on the Unix socket *path*, replacing a stale socket file (only that).
+
+    Raises:
+        OSError: *path* cannot be listened on; ``EEXIST`` when something other than a
+            socket is there (it is never replaced).
+    """
+    if _exists_not_socket(path):
+        raise FileExistsError(errno.EEXIST, "a file that is not a socket is there (left alone)")
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
     try:
         try:
@@ -60,6 +68,13 @@ async def open_unix_listener(path: str) -> trio.SocketListener:
         sock.close()
         raise
     return trio.SocketListener(sock)
+
+
+def _exists_not_socket(path: str) -> bool:
+    try:
+        return not stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 async def _is_stale_socket(path: str) -> bool:

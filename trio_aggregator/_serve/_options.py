@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH_MAX_BYTES",
+    "MAX_BUFFER",
+    "MAX_LINE_BYTES",
+    "MIN_INTERVAL",
     "BATCH_MAX_ITEMS",
     "DEFAULT_OUTPUT",
     "DEFAULT_TCP",
@@ -31,6 +34,12 @@ DEFAULT_OUTPUT = "aggregated.log"
 
 BATCH_MAX_ITEMS = 128
 BATCH_MAX_BYTES = 1024 * 1024
+MAX_LINE_BYTES = 64 * 1024 * 1024
+"""The largest ``max_line_bytes``: each connection may hold one such line in memory."""
+MAX_BUFFER = 1_000_000
+"""The largest ``buffer``, in writes (the buffer bounds the server's memory)."""
+MIN_INTERVAL = 0.01
+"""The shortest fsync, status or idle interval (shorter ones would spin the CPU)."""
 ROTATE_CHECK_INTERVAL = 1.0
 """Seconds between rotation checks when fsync is off (``--fsync-interval 0``)."""
 
@@ -88,20 +97,22 @@ class ServeOptions:
     backups: int = attrs.field(default=5, validator=count())
     """Rotated files kept, with ``rotate_bytes``."""
 
-    buffer: int = attrs.field(default=256, validator=count())
+    buffer: int = attrs.field(default=256, validator=count(maximum=MAX_BUFFER))
     """Capacity of the aggregator's buffer, in writes (each: the lines of one chunk read)."""
 
-    fsync_interval: float = attrs.field(default=1.0, validator=seconds())
+    fsync_interval: float = attrs.field(default=1.0, validator=seconds(at_least=MIN_INTERVAL))
     """Seconds between fsyncs of the output; 0 turns periodic fsync off."""
 
-    max_line_bytes: int = attrs.field(default=DEFAULT_MAX_LINE_BYTES, validator=count())
+    max_line_bytes: int = attrs.field(
+        default=DEFAULT_MAX_LINE_BYTES, validator=count(maximum=MAX_LINE_BYTES)
+    )
     """Longer lines are truncated to this many bytes (the newline not counted)."""
 
     max_connections: int | None = attrs.field(default=1024, validator=count(optional=True))
     """Connections served at once; more wait in the listen backlog (None: no limit)."""
 
     idle_timeout: float | None = attrs.field(
-        default=None, validator=seconds(positive=True, optional=True)
+        default=None, validator=seconds(positive=True, optional=True, at_least=MIN_INTERVAL)
     )
     """Close a connection silent for this many seconds (None: never)."""
 
@@ -123,7 +134,7 @@ class ServeOptions:
     """No status line."""
 
     status_interval: float | None = attrs.field(
-        default=None, validator=seconds(positive=True, optional=True)
+        default=None, validator=seconds(positive=True, optional=True, at_least=MIN_INTERVAL)
     )
     """Seconds between status lines (None: 1 on a terminal, 10 otherwise)."""
 
@@ -139,6 +150,8 @@ class ServeOptions:
     def __attrs_post_init__(self) -> None:
         if not self.tcp and not self.unix:
             raise ValueError("give at least one TCP address or Unix socket path")
+        if any(not path for path in self.unix):
+            raise ValueError("a Unix socket path must not be empty")
         if self.output == "-" and self.rotate_bytes is not None:
             raise ValueError("rotation needs a file output, not standard output")
         for option, setting in _AGGREGATOR_SETTINGS:

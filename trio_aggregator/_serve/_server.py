@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, TextIO
@@ -97,6 +98,7 @@ class LineServer:
         self._force = False
         self._finished = trio.Event()
         self._status_shown = False
+        self._fsync_output = options.output != "-"
 
     @property
     def stderr(self) -> TextIO:
@@ -147,17 +149,23 @@ class LineServer:
     # ------------------------------------------------------------------ setup
 
     def _open_sink(self) -> FileSink:
+        """Open the output; note whether it is a regular file (only those are fsynced)."""
         opts = self.options
         if opts.output == "-":
             return FileSink.from_fd(1, "<stdout>")
         try:
             if opts.rotate_bytes is not None:
+                if _exists_not_regular(opts.output):
+                    raise ServeError(f"cannot rotate {opts.output!r}: not a regular file")
                 return RotatingFileSink(opts.output, opts.rotate_bytes, opts.backups)
-            return FileSink(opts.output)
+            sink = FileSink(opts.output)
         except OSError as exc:
             raise ServeError(
                 f"cannot open output {opts.output!r} for appending: {exc.strerror or exc}"
             ) from None
+        # /dev/null, a FIFO, a terminal: fsync fails there (EINVAL), so it is skipped.
+        self._fsync_output = not _exists_not_regular(opts.output)
+        return sink
 
     async def _open_listeners(self, stack: AsyncExitStack) -> list[trio.SocketListener]:
         listeners: list[trio.SocketListener] = []
@@ -192,7 +200,7 @@ class LineServer:
                 sync_fn = sink.sync
             else:
                 sync_fn, interval = sink.rotate_if_needed, ROTATE_CHECK_INTERVAL
-        elif opts.output != "-" and interval > 0:
+        elif self._fsync_output and interval > 0:
             sync_fn = sink.sync
         return opts.aggregator_config(
             self._output.writer(sink.write),
@@ -319,7 +327,7 @@ class LineServer:
     async def _close_sink(self, sink: FileSink) -> tuple[str, ...]:
         """fsync and close the output; the problems met, as messages."""
         errors: list[str] = []
-        if self.options.output != "-":
+        if self._fsync_output:
             try:
                 await sink.fsync()
             except OSError as exc:
@@ -392,6 +400,14 @@ class LineServer:
         if self._status_shown:
             self.stderr.write("\r\x1b[K")
             self._status_shown = False
+
+
+def _exists_not_regular(path: str) -> bool:
+    """Whether *path* is something other than a regular file (a device, a FIFO...)."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 async def _in_thread_shielded(fn: Callable[[], object]) -> None:
