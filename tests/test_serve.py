@@ -13,6 +13,7 @@ import itertools
 import os
 import signal
 import socket
+from contextlib import AsyncExitStack
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -644,11 +645,12 @@ async def test_server_periodic_callback(
 ) -> None:
     opts = options(tmp_path, **kwargs)
     server = LineServer(opts)
-    sink = server._open_sink()  # pyright: ignore[reportPrivateUsage]
-    try:
-        config = server._aggregator_config(sink)  # pyright: ignore[reportPrivateUsage]
-    finally:
-        sink.close()
+    async with AsyncExitStack() as stack:
+        sink = server._open_sink(stack)  # pyright: ignore[reportPrivateUsage]
+        try:
+            config = server._aggregator_config(sink)  # pyright: ignore[reportPrivateUsage]
+        finally:
+            sink.close()
     assert isinstance(sink, RotatingFileSink) == ("rotate_bytes" in kwargs)
     name = getattr(config.sync_fn, "__name__", None)
     assert (name, config.sync_interval) == (callback, interval)

@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import socket
+import stat
 import sys
 import termios
 import threading
@@ -25,7 +26,7 @@ import trio
 import trio.testing
 
 from trio_aggregator import FileSink
-from trio_aggregator._serve._cli import main
+from trio_aggregator._serve._cli import build_parser, main
 from trio_aggregator._serve._collector import ACCEPT_LOG_INTERVAL, CutRecords, LineCollector
 from trio_aggregator._serve._server import ServeError, run_server
 
@@ -396,3 +397,44 @@ async def test_running_out_of_descriptors_is_logged_rate_limited(
     assert "Too many open files (1 time(s) since the last report)" in messages[0]
     assert "Too many open files (3 time(s) since the last report)" in messages[1]
     assert collector.statistics().accept_errors == 4
+
+
+# ---------------------------------------------------------------------------- item 10
+
+
+@pytest.mark.parametrize(("mode", "expected"), [(None, 0o660), (0o600, 0o600)])
+async def test_unix_socket_mode_ignores_the_umask(
+    tmp_path: Path, mode: int | None, expected: int
+) -> None:
+    """Item 10: with umask 000 the socket was 777 (anyone could connect)."""
+    path = str(tmp_path / "s.sock")
+    kwargs: dict[str, object] = {"tcp": (), "unix": (path,)}
+    if mode is not None:
+        kwargs["unix_mode"] = mode
+    old = os.umask(0)
+    try:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(run_server, options(tmp_path, **kwargs))
+            assert stat.S_IMODE(os.stat(path).st_mode) == expected
+            server.shutdown()
+    finally:
+        os.umask(old)
+
+
+def test_unix_mode_argument(capsys: pytest.CaptureFixture[str]) -> None:
+    assert build_parser().parse_args(["serve", "--unix-mode", "600"]).unix_mode == 0o600
+    assert build_parser().parse_args(["serve"]).unix_mode == 0o660
+    assert main(["serve", "--unix-mode", "999"]) == 2
+    assert "not an octal mode" in capsys.readouterr().err
+
+
+async def test_the_output_path_does_not_follow_a_symlink(tmp_path: Path) -> None:
+    """Item 10: an output that is a symbolic link is refused, the target left untouched."""
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"")
+    link = tmp_path / "out.log"
+    link.symlink_to(target)
+    for extra in ({}, {"rotate_bytes": 1000}):
+        with pytest.raises(ServeError, match="symbolic link"):
+            await run_server(options(tmp_path, output=str(link), **extra))
+    assert target.read_bytes() == b""

@@ -127,6 +127,16 @@ def _tcp(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _octal_mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r} (e.g. 660)") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"mode must be 000 to 777, not {text!r}")
+    return mode
+
+
 def _metrics_address(text: str) -> tuple[str, int]:
     """``HOST:PORT``, or a bare ``PORT`` on the loopback address."""
     return _tcp(f"{METRICS_HOST}:{text}" if text.isdigit() else text)
@@ -194,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument(
         "--unix", metavar="PATH", action="append", help="listen on this Unix socket (repeatable)"
+    )
+    where.add_argument(
+        "--unix-mode",
+        metavar="OCTAL",
+        type=_octal_mode,
+        default=0o660,
+        help="permissions of the Unix socket files, whatever the umask (default 660)",
     )
     where.add_argument(
         "-o",
@@ -333,6 +350,7 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
     return ServeOptions(
         tcp=tuple(tcp),
         unix=tuple(unix),
+        unix_mode=args.unix_mode,
         output=args.output,
         rotate_bytes=args.rotate_bytes,
         backups=args.backups,

@@ -45,8 +45,11 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def open_unix_listener(path: str) -> trio.SocketListener:
+async def open_unix_listener(path: str, mode: int = 0o660) -> trio.SocketListener:
     """Listen on the Unix socket *path*, replacing a stale socket file (only that).
+
+    The socket file gets *mode* whatever the umask, before it listens: nobody can
+    connect in between.
 
     Raises:
         OSError: *path* cannot be listened on; ``EEXIST`` when something other than a
@@ -63,6 +66,7 @@ async def open_unix_listener(path: str) -> trio.SocketListener:
                 raise
             os.unlink(path)
             await sock.bind(path)
+        os.chmod(path, mode)
         sock.listen(trio.socket.SOMAXCONN)
     except BaseException:
         sock.close()

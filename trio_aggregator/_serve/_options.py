@@ -88,6 +88,9 @@ class ServeOptions:
     unix: tuple[str, ...] = ()
     """Unix socket paths to listen on."""
 
+    unix_mode: int = attrs.field(default=0o660, validator=count(minimum=0, maximum=0o777))
+    """Permissions of the Unix socket files, applied whatever the umask."""
+
     output: str = DEFAULT_OUTPUT
     """The file to append to, or ``"-"`` for standard output."""
 

@@ -148,17 +148,25 @@ class LineServer:
 
     # ------------------------------------------------------------------ setup
 
-    def _open_sink(self) -> FileSink:
-        """Open the output; note whether it is a regular file (only those are fsynced)."""
+    def _open_sink(self, stack: AsyncExitStack) -> FileSink:
+        """Open the output; note whether it is a regular file (only those are fsynced).
+
+        A symbolic link is not followed: the file is opened with ``O_NOFOLLOW``; with
+        rotation (which opens by path), a link is refused at start.
+        """
         opts = self.options
         if opts.output == "-":
             return FileSink.from_fd(1, "<stdout>")
+        if os.path.islink(opts.output):
+            raise ServeError(f"output {opts.output!r} is a symbolic link: give the real path")
         try:
             if opts.rotate_bytes is not None:
                 if _exists_not_regular(opts.output):
                     raise ServeError(f"cannot rotate {opts.output!r}: not a regular file")
                 return RotatingFileSink(opts.output, opts.rotate_bytes, opts.backups)
-            sink = FileSink(opts.output)
+            fd = os.open(opts.output, _OUTPUT_FLAGS, OUTPUT_MODE)
+            stack.callback(os.close, fd)
+            sink = FileSink.from_fd(fd, opts.output)
         except OSError as exc:
             raise ServeError(
                 f"cannot open output {opts.output!r} for appending: {exc.strerror or exc}"
@@ -182,7 +190,7 @@ class LineServer:
                 self.tcp_addresses.append(tcp_listener_address(listener))
         for path in self.options.unix:
             try:
-                listener = await open_unix_listener(path)
+                listener = await open_unix_listener(path, self.options.unix_mode)
             except OSError as exc:
                 raise ServeError(f"cannot listen on unix:{path}: {exc.strerror or exc}") from None
             stack.callback(listener.socket.close)
@@ -227,7 +235,7 @@ class LineServer:
         """
         try:
             async with AsyncExitStack() as stack:
-                sink = self._open_sink()
+                sink = self._open_sink(stack)
                 stack.callback(sink.close)
                 listeners = await self._open_listeners(stack)
                 self._metrics = await self._start_metrics()
@@ -400,6 +408,12 @@ class LineServer:
         if self._status_shown:
             self.stderr.write("\r\x1b[K")
             self._status_shown = False
+
+
+OUTPUT_MODE = 0o640
+"""Permissions of an output file the server creates (minus the umask)."""
+
+_OUTPUT_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | os.O_NOFOLLOW
 
 
 def _exists_not_regular(path: str) -> bool:
