@@ -438,3 +438,52 @@ async def test_the_output_path_does_not_follow_a_symlink(tmp_path: Path) -> None
         with pytest.raises(ServeError, match="symbolic link"):
             await run_server(options(tmp_path, output=str(link), **extra))
     assert target.read_bytes() == b""
+
+
+# ---------------------------------------------------------------------------- item 6
+
+
+async def test_a_line_not_finished_in_time_is_cut(autojump_clock: trio.testing.MockClock) -> None:
+    """Item 6: a client trickling one byte a second never ends its line: cut, marked."""
+    written = Written()
+    collector = LineCollector(written, idle_timeout=5.0, line_timeout=30.0)
+    client, server = trio.testing.memory_stream_pair()
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collector.handle, server)
+        await client.send_all(b"ok\n")
+        with pytest.raises(trio.BrokenResourceError):  # noqa: PT012 - the trickle ends there
+            for _ in range(100):  # never idle, never done
+                await client.send_all(b"x")
+                await trio.sleep(1)
+    assert trio.current_time() - start == pytest.approx(31, abs=1.01)
+    assert written.data == b"ok\n" + b"x" * 30 + b" [cut by trio-aggregator: line timeout]\n"
+    assert collector.statistics().line_timeouts == 1
+
+
+async def test_slow_clients_from_one_address_do_not_lock_others_out(tmp_path: Path) -> None:
+    """Item 6: many slow connections from one address; a new client still gets in."""
+    stderr = io.StringIO()
+    opts = options(tmp_path, max_connections=20, max_per_address=10)
+    slow: list[socket.socket] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(partial(run_server, opts, stderr=stderr))
+            address = server.tcp_addresses[0]
+            for _ in range(40):  # twice max_connections, from 127.0.0.1
+                sock = socket.create_connection(address)
+                sock.sendall(b"x")  # a line started, never finished
+                slow.append(sock)
+            await wait_for(lambda: server.collector.statistics().refused_per_address == 30)
+            with socket.socket() as newcomer:
+                newcomer.bind(("127.0.0.2", 0))  # another address
+                newcomer.connect(address)
+                newcomer.sendall(b"I got in\n")
+                await wait_for(lambda: server.collector.statistics().lines == 1, timeout=10)
+            assert server.collector.statistics().connections_open >= 10
+            assert await finish(server) == 0
+    finally:
+        for sock in slow:
+            sock.close()
+    assert b"I got in\n" in (tmp_path / "out.log").read_bytes()
+    assert "refused          30 (too many from one address)" in stderr.getvalue()

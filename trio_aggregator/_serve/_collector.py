@@ -25,12 +25,12 @@ from __future__ import annotations
 import errno
 import logging
 import math
-import os
 from typing import TYPE_CHECKING, Literal
 
 import trio
 
 from ._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
+from ._listeners import count_unread, peer_address
 from ._losses import Losses
 from ._statistics import Counters, ServerStatistics
 
@@ -81,9 +81,10 @@ _SPLITTER_COUNTS = ("bytes_discarded", "lines_truncated", "partial_lines")
 
 
 class _Connection:
-    __slots__ = ("scope", "splitter", "write_scope")
+    __slots__ = ("line_started", "scope", "splitter", "write_scope")
 
     def __init__(self, splitter: LineSplitter) -> None:
+        self.line_started = math.inf  # when the line being received began
         self.scope = trio.CancelScope()
         self.write_scope = trio.CancelScope()
         self.splitter = splitter
@@ -103,6 +104,10 @@ class LineCollector:
             to be handed over (for room in the aggregator); then it is counted lost.
         cut_records: What to do with a line the server cuts: ``"mark"`` or ``"drop"``
             (see the module docs).
+        line_timeout: Cut a line not finished this many seconds after its first byte
+            came (None: no limit).
+        max_per_address: Connections served at once from one IP address; more from it
+            are closed at once, unread, and counted (None: no limit).
     """
 
     def __init__(
@@ -116,6 +121,8 @@ class LineCollector:
         losses: Losses | None = None,
         abort_grace: float = 30.0,
         cut_records: CutRecords = "mark",
+        line_timeout: float | None = None,
+        max_per_address: int | None = None,
     ) -> None:
         self._write_fn = write
         self._max_line_bytes = max_line_bytes
@@ -133,6 +140,9 @@ class LineCollector:
         if cut_records not in ("mark", "drop"):
             raise ValueError(f"cut_records must be 'mark' or 'drop', not {cut_records!r}")
         self._cut_records = cut_records
+        self._line_timeout = line_timeout
+        self._max_per_address = max_per_address
+        self._per_address: dict[str, int] = {}
         self._write_deadline = math.inf
         self._aborts = 0
         self._slot_scopes: set[trio.CancelScope] = set()
@@ -160,9 +170,11 @@ class LineCollector:
         for name in _SPLITTER_COUNTS:
             setattr(counters, name, getattr(counters, name) + getattr(conn.splitter, name))
 
-    def _receive_deadline(self) -> float:
+    def _receive_deadline(self, conn: _Connection) -> float:
         now = trio.current_time()
         deadline = now + self._idle_timeout if self._idle_timeout else math.inf
+        if self._line_timeout is not None:
+            deadline = min(deadline, conn.line_started + self._line_timeout)
         if self._stopping:
             deadline = min(deadline, now + self._shutdown_idle, self._grace_deadline)
         return deadline
@@ -205,7 +217,7 @@ class LineCollector:
         counters = self._counters
         while True:
             data: bytes | bytearray = b""
-            conn.scope = trio.CancelScope(deadline=self._receive_deadline())
+            conn.scope = trio.CancelScope(deadline=self._receive_deadline(conn))
             with conn.scope:
                 try:
                     data = await stream.receive_some(RECEIVE_SIZE)
@@ -213,21 +225,32 @@ class LineCollector:
                     counters.resets += 1
                     return None
             if conn.scope.cancelled_caught:
-                if not self._stopping:
-                    counters.idle_closed += 1
-                    return "idle timeout"
-                return "shutdown"
+                return self._why_cut(conn)
             if not data:
                 return None
             counters.bytes_received += len(data)
             chunk = conn.splitter.feed(data)
+            if not conn.splitter.pending_bytes:
+                conn.line_started = math.inf
+            elif chunk or conn.line_started == math.inf:
+                conn.line_started = trio.current_time()
             if chunk and not await self._write(conn, chunk):
                 return "forced shutdown"
+
+    def _why_cut(self, conn: _Connection) -> str:
+        if self._stopping:
+            return "shutdown"
+        line_timeout = self._line_timeout
+        if line_timeout is not None and trio.current_time() >= conn.line_started + line_timeout:
+            self._counters.line_timeouts += 1
+            return "line timeout"
+        self._counters.idle_closed += 1
+        return "idle timeout"
 
     def _cut(self, splitter: LineSplitter, stream: trio.abc.ReceiveStream, reason: str) -> bytes:
         """The server cuts *stream*: count what the kernel still holds; the record to write."""
         record = splitter.take_pending()
-        newlines, nbytes, ends_line = _count_unread(stream)
+        newlines, nbytes, ends_line = count_unread(stream, RECEIVE_SIZE, UNREAD_LIMIT)
         if nbytes:
             lines = newlines + (0 if ends_line else 1)
             self.losses.add("unread", lines, len(record) + nbytes)
@@ -245,6 +268,33 @@ class LineCollector:
         stream: trio.abc.ReceiveStream,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        address = peer_address(stream)
+        if not self._admit(address):
+            task_status.started()
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await self._serve_admitted(stream, task_status)
+        finally:
+            if address is not None:
+                self._per_address[address] -= 1
+                if not self._per_address[address]:
+                    del self._per_address[address]
+
+    def _admit(self, address: str | None) -> bool:
+        """Count a connection from *address*; False if it has too many already."""
+        if address is None or self._max_per_address is None:
+            return True
+        count = self._per_address.get(address, 0)
+        if count >= self._max_per_address:
+            self._counters.refused_per_address += 1
+            return False
+        self._per_address[address] = count + 1
+        return True
+
+    async def _serve_admitted(
+        self, stream: trio.abc.ReceiveStream, task_status: trio.TaskStatus[None]
     ) -> None:
         slots = self._slots
         acquired = slots is None
@@ -375,27 +425,3 @@ class LineCollector:
             scope.cancel()
         for conn in self._connections:
             conn.write_scope.deadline = min(conn.write_scope.deadline, self._write_deadline)
-
-
-def _count_unread(stream: trio.abc.ReceiveStream) -> tuple[int, int, bool]:
-    """Read what the kernel holds for *stream* without waiting, up to `UNREAD_LIMIT`.
-
-    Returns the newlines and bytes read, and whether the last byte was a newline. Only a
-    `trio.SocketStream` can be read so (its socket is non-blocking); others give zeros.
-    """
-    if not isinstance(stream, trio.SocketStream):
-        return 0, 0, True
-    newlines = nbytes = 0
-    last = b"\n"
-    try:
-        fd = stream.socket.fileno()
-        while nbytes < UNREAD_LIMIT:
-            data = os.read(fd, RECEIVE_SIZE)
-            if not data:
-                break
-            newlines += data.count(b"\n")
-            nbytes += len(data)
-            last = data[-1:]
-    except OSError:  # nothing more now (EAGAIN), or reset
-        pass
-    return newlines, nbytes, last == b"\n"

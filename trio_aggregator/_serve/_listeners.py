@@ -14,9 +14,11 @@ import stat
 import trio
 
 __all__ = [
+    "count_unread",
     "format_address",
     "open_unix_listener",
     "parse_tcp_address",
+    "peer_address",
     "tcp_listener_address",
     "unlink_if_same",
 ]
@@ -111,3 +113,41 @@ def unlink_if_same(path: str, inode: int) -> None:
             os.unlink(path)
     except OSError:
         pass
+
+
+def count_unread(
+    stream: trio.abc.ReceiveStream, read_size: int, limit: int
+) -> tuple[int, int, bool]:
+    """Read what the kernel holds for *stream* without waiting, up to *limit* bytes.
+
+    Returns the newlines and bytes read, and whether the last byte was a newline. Only a
+    `trio.SocketStream` can be read so (its socket is non-blocking); others give zeros.
+    """
+    if not isinstance(stream, trio.SocketStream):
+        return 0, 0, True
+    newlines = nbytes = 0
+    last = b"\n"
+    try:
+        fd = stream.socket.fileno()
+        while nbytes < limit:
+            data = os.read(fd, read_size)
+            if not data:
+                break
+            newlines += data.count(b"\n")
+            nbytes += len(data)
+            last = data[-1:]
+    except OSError:  # nothing more now (EAGAIN), or reset
+        pass
+    return newlines, nbytes, last == b"\n"
+
+
+def peer_address(stream: trio.abc.ReceiveStream) -> str | None:
+    """The IP address of *stream*'s peer; None for a Unix socket or another stream."""
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    if stream.socket.family not in (trio.socket.AF_INET, trio.socket.AF_INET6):
+        return None
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:  # already reset
+        return None

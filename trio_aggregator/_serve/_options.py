@@ -115,9 +115,17 @@ class ServeOptions:
     """Connections served at once; more wait in the listen backlog (None: no limit)."""
 
     idle_timeout: float | None = attrs.field(
-        default=None, validator=seconds(positive=True, optional=True, at_least=MIN_INTERVAL)
+        default=60.0, validator=seconds(positive=True, optional=True, at_least=MIN_INTERVAL)
     )
     """Close a connection silent for this many seconds (None: never)."""
+
+    line_timeout: float | None = attrs.field(
+        default=30.0, validator=seconds(positive=True, optional=True, at_least=MIN_INTERVAL)
+    )
+    """Cut a line not finished this many seconds after its first byte (None: no limit)."""
+
+    max_per_address: int | None = attrs.field(default=64, validator=count(optional=True))
+    """Connections served at once from one IP address; more are closed (None: no limit)."""
 
     shutdown_timeout: float = attrs.field(default=5.0, validator=seconds())
     """At shutdown, the most seconds given to clients to finish sending."""

@@ -88,6 +88,8 @@ class LineServer:
             shutdown_idle=options.shutdown_idle,
             abort_grace=options.drain_timeout,
             cut_records=options.cut_records,
+            line_timeout=options.line_timeout,
+            max_per_address=options.max_per_address,
         )
         self.tcp_addresses: list[tuple[str, int]] = []
         self.unix_paths: list[str] = []

@@ -42,6 +42,10 @@ class ServerStatistics:
     cut_records: int
     """Lines the server cut (idle timeout, shutdown): marked or dropped, as configured."""
     idle_closed: int
+    line_timeouts: int
+    """Connections cut because a line was not finished within ``line_timeout``."""
+    refused_per_address: int
+    """Connections closed at once: their address had ``max_per_address`` already."""
     resets: int
     """Connections that ended with an error (reset by the peer...)."""
     accept_errors: int
@@ -60,9 +64,11 @@ class Counters:
         "connections_total",
         "cut_records",
         "idle_closed",
+        "line_timeouts",
         "lines",
         "lines_truncated",
         "partial_lines",
+        "refused_per_address",
         "resets",
     )
 
@@ -71,6 +77,7 @@ class Counters:
         self.bytes_received = self.connections_open = self.connections_peak = 0
         self.connections_total = self.idle_closed = self.lines = self.lines_truncated = 0
         self.partial_lines = self.resets = self.cut_records = 0
+        self.line_timeouts = self.refused_per_address = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -131,6 +138,8 @@ class ServeSummary:
             ("partial lines", f"{s.partial_lines:,} (client closed mid-line: kept)"),
             ("cut records", f"{s.cut_records:,} (cut by the server: {self._cut_action})"),
             ("idle closed", f"{s.idle_closed:,}"),
+            ("line timeouts", f"{s.line_timeouts:,}"),
+            ("refused", f"{s.refused_per_address:,} (too many from one address)"),
             ("resets", f"{s.resets:,}"),
             ("errors", f"{agg.writer_errors + agg.callback_errors + s.accept_errors:,}"),
             ("lost lines", self.losses.describe()),
