@@ -1,4 +1,7 @@
-"""Check sessions: `nox` runs lint, typecheck, tests, docs; `nox -s bench` runs benchmarks."""
+"""Check sessions: `nox` runs lint, typecheck, tests, docs; `nox -s bench` runs benchmarks.
+
+`nox -s stress` soaks the serve command (not in the default run).
+"""
 
 from __future__ import annotations
 
@@ -63,3 +66,10 @@ def bench(session: nox.Session) -> None:
     """Run the benchmark suite (``nox -s bench -- --smoke`` for a tiny run)."""
     session.install("-e", ".", *BENCH_DEPS)
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def stress(session: nox.Session) -> None:
+    """Soak ``serve`` (``nox -s stress -- --duration 60 --clients 200 --garbage 20``)."""
+    session.install("-e", ".")
+    session.run("python", "-m", "stress.serve_soak", *session.posargs)

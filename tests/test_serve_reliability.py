@@ -487,3 +487,16 @@ async def test_slow_clients_from_one_address_do_not_lock_others_out(tmp_path: Pa
             sock.close()
     assert b"I got in\n" in (tmp_path / "out.log").read_bytes()
     assert "refused          30 (too many from one address)" in stderr.getvalue()
+
+
+async def test_no_per_address_limit_serves_tcp_connections(tmp_path: Path) -> None:
+    """Found by the soak: with no per-address limit, a closing connection crashed the server."""
+    stderr = io.StringIO()
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            partial(run_server, options(tmp_path, max_per_address=None), stderr=stderr)
+        )
+        for n in range(3):
+            await send(server.tcp_addresses[0], b"line %d\n" % n)
+        assert await finish(server) == 0
+    assert (tmp_path / "out.log").read_bytes() == b"line 0\nline 1\nline 2\n"

@@ -269,8 +269,8 @@ class LineCollector:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        address = peer_address(stream)
-        if not self._admit(address):
+        address = None if self._max_per_address is None else peer_address(stream)
+        if address is not None and not self._admit(address, self._max_per_address):
             task_status.started()
             await trio.aclose_forcefully(stream)
             return
@@ -282,12 +282,10 @@ class LineCollector:
                 if not self._per_address[address]:
                     del self._per_address[address]
 
-    def _admit(self, address: str | None) -> bool:
-        """Count a connection from *address*; False if it has too many already."""
-        if address is None or self._max_per_address is None:
-            return True
+    def _admit(self, address: str, limit: int | None) -> bool:
+        """Count a connection from *address*; False if it has *limit* already."""
         count = self._per_address.get(address, 0)
-        if count >= self._max_per_address:
+        if limit is not None and count >= limit:
             self._counters.refused_per_address += 1
             return False
         self._per_address[address] = count + 1
