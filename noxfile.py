@@ -1,8 +1,9 @@
 """Check sessions: `nox` runs lint, typecheck, tests, docs; `nox -s bench` runs benchmarks.
 
 Not in the default run: ``nox -s tests_all`` (the tests on each Python 3.10-3.13 found
-here), ``nox -s build`` (sdist and wheel, checked) and ``nox -s bench``. The test and
-docs dependencies are the ``test`` and ``docs`` extras of ``pyproject.toml``.
+here), ``nox -s build`` (sdist and wheel, checked), ``nox -s bench`` and ``nox -s stress``
+(a soak of the serve command). The test and docs dependencies are the ``test`` and
+``docs`` extras of ``pyproject.toml``.
 """
 
 from __future__ import annotations
@@ -135,3 +136,10 @@ def bench(session: nox.Session) -> None:
     """Run the benchmark suite (``nox -s bench -- --smoke`` for a tiny run)."""
     session.install("-e", ".", *BENCH_DEPS)
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
+def stress(session: nox.Session) -> None:
+    """Soak ``serve`` (``nox -s stress -- --duration 60 --clients 200 --garbage 20``)."""
+    session.install("-e", ".")
+    session.run("python", "-m", "benchmarks.serve_soak", *session.posargs)

@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+from contextlib import AsyncExitStack
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -286,8 +287,9 @@ async def test_collector_idle_timeout(autojump_clock: trio.testing.MockClock) ->
         await client.send_all(b" line")
     # Closed 5 s after the last data, not after the first.
     assert trio.current_time() - start == pytest.approx(8.0)
-    assert written.data == b"hello\npartial line\n"
+    assert written.data == b"hello\npartial line [cut by trio-aggregator: idle timeout]\n"
     assert collector.statistics().idle_closed == 1
+    assert collector.statistics().cut_records == 1
     with pytest.raises(trio.BrokenResourceError):
         await client.send_all(b"too late\n")
 
@@ -388,11 +390,13 @@ async def test_collector_max_connections_makes_others_wait() -> None:
     assert collector.statistics().connections_peak == 1
 
 
-async def test_collector_abort_drops_connections_waiting_for_a_slot_or_a_write() -> None:
+async def test_collector_abort_drops_connections_waiting_for_a_slot_counts_stuck_writes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     written = Written()
     written.gate = trio.Event()  # never set: the write blocks
     listener = FakeListener()
-    collector = LineCollector(written, max_connections=1)
+    collector = LineCollector(written, max_connections=1, abort_grace=5)
     async with trio.open_nursery() as nursery:
         await nursery.start(collector.serve, [listener])
         writing = listener.connect()
@@ -400,10 +404,31 @@ async def test_collector_abort_drops_connections_waiting_for_a_slot_or_a_write()
         waiting = listener.connect()
         await trio.testing.wait_all_tasks_blocked()
         collector.abort()
+        await trio.sleep(4.9)
+        assert collector.losses.snapshot().total_lines == 0  # still waiting for room
+    assert trio.current_time() == pytest.approx(5)
     assert written.data == b""
+    losses = collector.losses.snapshot()
+    assert (losses.lines["forced_shutdown"], losses.bytes["forced_shutdown"]) == (1, 6)
     with pytest.raises(trio.BrokenResourceError):
         await waiting.send_all(b"closed?\n")
     collector.abort()  # not serving any more: nothing to cancel
+
+
+async def test_collector_second_abort_cancels_a_stuck_write_and_counts_it() -> None:
+    written = Written()
+    written.gate = trio.Event()  # never set: the write blocks
+    listener = FakeListener()
+    collector = LineCollector(written)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(collector.serve, [listener])
+        await listener.connect().send_all(b"one\ntwo\n")
+        await trio.testing.wait_all_tasks_blocked()
+        collector.abort()
+        await trio.testing.wait_all_tasks_blocked()
+        collector.abort()
+    losses = collector.losses.snapshot()
+    assert (losses.lines["forced_shutdown"], losses.bytes["forced_shutdown"]) == (2, 8)
 
 
 async def test_collector_retries_accept_after_running_out_of_descriptors(
@@ -591,7 +616,7 @@ async def test_server_writes_to_stdout(tmp_path: Path, capfd: pytest.CaptureFixt
 
 
 async def test_server_rotates(tmp_path: Path) -> None:
-    opts = options(tmp_path, rotate_bytes=100, backups=3, fsync_interval=0.001)
+    opts = options(tmp_path, rotate_bytes=100, backups=3, fsync_interval=0.01)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(run_server, opts)
         await send(server.tcp_addresses[0], b"x" * 150 + b"\n")
@@ -621,11 +646,12 @@ async def test_server_periodic_callback(
 ) -> None:
     opts = options(tmp_path, **kwargs)
     server = LineServer(opts)
-    sink = server._open_sink()  # pyright: ignore[reportPrivateUsage]
-    try:
-        config = server._aggregator_config(sink)  # pyright: ignore[reportPrivateUsage]
-    finally:
-        sink.close()
+    async with AsyncExitStack() as stack:
+        sink = server._open_sink(stack)  # pyright: ignore[reportPrivateUsage]
+        try:
+            config = server._aggregator_config(sink)  # pyright: ignore[reportPrivateUsage]
+        finally:
+            sink.close()
     assert isinstance(sink, RotatingFileSink) == ("rotate_bytes" in kwargs)
     name = getattr(config.sync_fn, "__name__", None)
     assert (name, config.sync_interval) == (callback, interval)
@@ -649,7 +675,7 @@ async def test_server_status_line(
     text = stderr.getvalue()
     status = (
         "0 conns | 0 lines/s | 0.0 MB/s | buffered 0/256 (+0 in the writer's batch)"
-        " | blocked 0 | errors 0"
+        " | blocked 0 | errors 0 | lost 0 lines"
     )
     if tty:
         assert text.count(f"\r\x1b[K{status}") == 3

@@ -5,7 +5,8 @@ newline-delimited records; every complete line goes, whole, into one output thro
 `trio_aggregator.Aggregator`. The app is built on the public API of `trio_aggregator`
 only, and ``import trio_aggregator`` imports none of it. One module per part:
 
-* ``_cli``: the ``trio-aggregator`` command (`main`), its arguments and their parsing;
+* ``_cli``: the ``trio-aggregator`` command (`main`), its arguments and their parsing
+  (``_argtypes``: the types of the arguments);
 * ``_options``: `ServeOptions`, what ``serve`` is told, checked at construction;
 * ``_checks``: the rules every setting follows, the options' and the arguments' alike;
 * ``_server``: `LineServer`, which puts the parts below together (output sink,
@@ -16,6 +17,7 @@ only, and ``import trio_aggregator`` imports none of it. One module per part:
   over-long ones, and counts what it did;
 * ``_listeners``: ``HOST:PORT`` addresses, and the TCP and Unix listeners;
 * ``_statistics``: the collector's counters and the summary printed at the end;
+* ``_losses``: what was read and not written, in lines and bytes, by reason;
 * ``_metrics``: ``--metrics``, the aggregator's Prometheus metrics over HTTP (with
   `trio_aggregator.prometheus`, which needs the ``prometheus`` extra);
 * ``_demo``: ``trio-aggregator demo``, the server under load, checked line by line.

@@ -24,28 +24,39 @@ if TYPE_CHECKING:
 __all__ = ["check_count", "check_flag", "check_seconds", "count", "flag", "seconds"]
 
 
-def check_count(name: str, value: object, *, minimum: int = 1) -> int:
-    """*value*, an `int` of at least *minimum*.
+def check_count(name: str, value: object, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """*value*, an `int` of at least *minimum* (and at most *maximum*, if given).
 
     Raises:
         TypeError: Not an `int` (or a `bool`).
-        ValueError: Less than *minimum*.
+        ValueError: Less than *minimum*, or more than *maximum*.
     """
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, not {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum:,}, not {value:,}")
     return value
 
 
 def check_seconds(
-    name: str, value: object, *, positive: bool = False, finite: bool = False
+    name: str,
+    value: object,
+    *,
+    positive: bool = False,
+    finite: bool = False,
+    at_least: float = 0.0,
 ) -> float:
     """*value*, a number of seconds: >= 0 (> 0 if *positive*; not infinite if *finite*).
 
+    With *at_least*, a value other than 0 must be at least that (a tiny interval would
+    spin the CPU); 0 stays allowed unless *positive*.
+
     Raises:
         TypeError: Not an `int` or a `float` (or a `bool`).
-        ValueError: NaN, negative (zero if *positive*), or infinite if *finite*.
+        ValueError: NaN, negative (zero if *positive*), infinite if *finite*, or
+            below *at_least*.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number, not {type(value).__name__}")
@@ -57,6 +68,9 @@ def check_seconds(
         raise ValueError(f"{name} must be >= 0, not {value}")
     if finite and math.isinf(value):
         raise ValueError(f"{name} must be finite, not {value}")
+    if 0 < value < at_least:
+        zero = "" if positive else "0 or "
+        raise ValueError(f"{name} must be {zero}>= {at_least:g}, not {value:g}")
     return float(value)
 
 
@@ -71,22 +85,22 @@ def check_flag(name: str, value: object) -> bool:
     return value
 
 
-def count(*, minimum: int = 1, optional: bool = False) -> Validator:
+def count(*, minimum: int = 1, maximum: int | None = None, optional: bool = False) -> Validator:
     """An attrs validator: `check_count`, letting None through if *optional*."""
 
     def validate(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
         if not (optional and value is None):
-            check_count(attr.name, value, minimum=minimum)
+            check_count(attr.name, value, minimum=minimum, maximum=maximum)
 
     return validate
 
 
-def seconds(*, positive: bool = False, optional: bool = False) -> Validator:
+def seconds(*, positive: bool = False, optional: bool = False, at_least: float = 0.0) -> Validator:
     """An attrs validator: `check_seconds`, letting None through if *optional*."""
 
     def validate(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
         if not (optional and value is None):
-            check_seconds(attr.name, value, positive=positive)
+            check_seconds(attr.name, value, positive=positive, at_least=at_least)
 
     return validate
 

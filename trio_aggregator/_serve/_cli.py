@@ -18,11 +18,25 @@ import trio
 
 from trio_aggregator import __version__
 
-from ._checks import check_count, check_seconds
+from ._argtypes import (
+    count_arg,
+    interval_arg,
+    octal_mode_arg,
+    parse_size,
+    positive_interval_arg,
+    seconds_arg,
+    size_arg,
+)
 from ._demo import DemoOptions, run_demo
 from ._lines import DEFAULT_MAX_LINE_BYTES
 from ._listeners import parse_tcp_address
-from ._options import DEFAULT_OUTPUT, DEFAULT_TCP, ServeOptions
+from ._options import (
+    DEFAULT_OUTPUT,
+    DEFAULT_TCP,
+    MAX_BUFFER,
+    MAX_LINE_BYTES,
+    ServeOptions,
+)
 from ._server import ServeError, run_server
 
 if TYPE_CHECKING:
@@ -33,9 +47,6 @@ __all__ = ["build_parser", "main", "parse_size"]
 PROG = "trio-aggregator"
 METRICS_HOST = "127.0.0.1"
 """Where ``--metrics PORT`` serves: the loopback address (metrics need no authentication)."""
-
-_SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2}
-_SIZE_UNITS.update({"MB": 1024**2, "MIB": 1024**2, "G": 1024**3, "GB": 1024**3, "GIB": 1024**3})
 
 SERVE_EXAMPLES = f"""\
 examples:
@@ -58,7 +69,8 @@ client's), and each connection's lines keep their order. A line longer than
 --max-line-bytes is truncated to that length (the rest of it is discarded and counted);
 a last line without a newline is kept when the client disconnects. SIGINT or SIGTERM:
 stop accepting, let clients finish (up to --shutdown-timeout), write everything, fsync,
-print a summary, exit 0 (1 if data was lost). A second signal closes connections at once.
+print a summary, exit 0 (1 if a line read was lost: every loss is counted, in lines).
+A second signal closes connections at once (what was read is still written).
 """
 
 DEMO_EXAMPLES = f"""\
@@ -88,27 +100,6 @@ class _ExitError(Exception):
         self.status = status
 
 
-def parse_size(text: str) -> int:
-    """A byte count: ``65536``, ``64K``, ``10M``, ``1G`` (binary units, case ignored).
-
-    Raises:
-        ValueError: Not a positive size.
-    """
-    stripped = text.strip().upper()
-    number = stripped.rstrip("KMGIB")
-    unit = stripped[len(number) :]
-    if not number.isdigit() or unit not in _SIZE_UNITS:
-        raise ValueError(f"not a size: {text!r} (examples: 65536, 64K, 10M, 1G)")
-    return check_count("a size in bytes", int(number) * _SIZE_UNITS[unit])
-
-
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def _tcp(text: str) -> tuple[str, int]:
     try:
         return parse_tcp_address(text)
@@ -119,32 +110,6 @@ def _tcp(text: str) -> tuple[str, int]:
 def _metrics_address(text: str) -> tuple[str, int]:
     """``HOST:PORT``, or a bare ``PORT`` on the loopback address."""
     return _tcp(f"{METRICS_HOST}:{text}" if text.isdigit() else text)
-
-
-def _count(minimum: int) -> functools.partial[int]:
-    return functools.partial(_int_at_least, minimum)
-
-
-def _int_at_least(minimum: int, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    try:
-        return check_count("N", value, minimum=minimum)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    try:
-        return check_seconds("SECONDS", value, finite=True)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--unix", metavar="PATH", action="append", help="listen on this Unix socket (repeatable)"
     )
     where.add_argument(
+        "--unix-mode",
+        metavar="OCTAL",
+        type=octal_mode_arg,
+        default=0o660,
+        help="permissions of the Unix socket files, whatever the umask (default 660)",
+    )
+    where.add_argument(
         "-o",
         "--output",
         metavar="PATH",
@@ -190,13 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument(
         "--rotate-bytes",
         metavar="SIZE",
-        type=_size,
+        type=size_arg,
         help="rotate the output when it reaches SIZE (e.g. 100M), as FILE.1, FILE.2, ...",
     )
     where.add_argument(
         "--backups",
         metavar="N",
-        type=_count(1),
+        type=count_arg(1),
         default=5,
         help="rotated files to keep (default 5)",
     )
@@ -204,58 +176,83 @@ def build_parser() -> argparse.ArgumentParser:
     tuning.add_argument(
         "--buffer",
         metavar="N",
-        type=_count(1),
+        type=count_arg(1, MAX_BUFFER),
         default=256,
         help="aggregator buffer, in writes (each: the complete lines of one read; default 256)",
     )
     tuning.add_argument(
         "--fsync-interval",
         metavar="SECONDS",
-        type=_seconds,
+        type=interval_arg,
         default=1.0,
-        help="fsync the output this often; 0: only at exit (default 1)",
+        help="fsync the output this often; 0: only at exit (default 1; skipped for a"
+        " non-regular output such as /dev/null, a FIFO or a terminal)",
     )
     tuning.add_argument(
         "--max-line-bytes",
         metavar="SIZE",
-        type=_size,
+        type=functools.partial(size_arg, maximum=MAX_LINE_BYTES),
         default=DEFAULT_MAX_LINE_BYTES,
-        help="truncate longer lines to SIZE bytes, discarding the rest (default 64K)",
+        help="truncate longer lines to SIZE bytes, discarding the rest (default 64K, at most 64M)",
     )
     tuning.add_argument(
         "--max-connections",
         metavar="N",
-        type=_count(0),
+        type=count_arg(0),
         default=1024,
         help="connections served at once, more wait to be accepted; 0: no limit (default 1024)",
     )
     tuning.add_argument(
         "--idle-timeout",
         metavar="SECONDS",
-        type=_seconds,
-        default=0.0,
-        help="close connections silent this long; 0: never (default)",
+        type=interval_arg,
+        default=60.0,
+        help="close connections silent this long; 0: never (default 60)",
+    )
+    tuning.add_argument(
+        "--line-timeout",
+        metavar="SECONDS",
+        type=interval_arg,
+        default=30.0,
+        help="cut a line not finished this long after its first byte (see --cut-records);"
+        " 0: no limit (default 30)",
+    )
+    tuning.add_argument(
+        "--max-per-address",
+        metavar="N",
+        type=count_arg(0),
+        default=64,
+        help="connections served at once from one IP address, more are closed at once;"
+        " 0: no limit (default 64)",
     )
     tuning.add_argument(
         "--shutdown-timeout",
         metavar="SECONDS",
-        type=_seconds,
+        type=seconds_arg,
         default=5.0,
         help="on SIGINT/SIGTERM, the most time clients get to finish sending (default 5)",
     )
     tuning.add_argument(
         "--drain-timeout",
         metavar="SECONDS",
-        type=_seconds,
+        type=seconds_arg,
         default=30.0,
         help="on shutdown, the most time to write what is buffered (default 30)",
+    )
+    tuning.add_argument(
+        "--cut-records",
+        choices=("mark", "drop"),
+        default="mark",
+        help="a line the server cuts (idle timeout, shutdown): 'mark' writes it followed by"
+        " ' [cut by trio-aggregator: REASON]'; 'drop' drops it, counted lost (default mark)",
     )
     display = serve.add_argument_group("display")
     display.add_argument(
         "--status-interval",
         metavar="SECONDS",
-        type=_seconds,
-        help="seconds between status lines (default 1 on a terminal, 10 otherwise)",
+        type=positive_interval_arg,
+        help="seconds between status lines, > 0 (default 1 on a terminal, 10 otherwise;"
+        " --quiet: none)",
     )
     display.add_argument(
         "-q", "--quiet", action="store_true", help="no status line on standard error"
@@ -277,12 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=formatter,
     )
     demo.add_argument(
-        "--clients", metavar="N", type=_count(1), default=50, help="connections (default 50)"
+        "--clients", metavar="N", type=count_arg(1), default=50, help="connections (default 50)"
     )
     demo.add_argument(
         "--lines",
         metavar="N",
-        type=_count(1),
+        type=count_arg(1),
         default=2000,
         help="lines per connection (default 2000)",
     )
@@ -295,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="keep the temporary file")
     demo.add_argument("--seed", type=int, default=0, help="seed of line lengths and chunking")
     demo.add_argument(
-        "--buffer", metavar="N", type=_count(1), default=256, help="server buffer (default 256)"
+        "--buffer", metavar="N", type=count_arg(1), default=256, help="server buffer (default 256)"
     )
     demo.add_argument("-q", "--quiet", action="store_true", help="no status line")
     return parser
@@ -309,6 +306,7 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
     return ServeOptions(
         tcp=tuple(tcp),
         unix=tuple(unix),
+        unix_mode=args.unix_mode,
         output=args.output,
         rotate_bytes=args.rotate_bytes,
         backups=args.backups,
@@ -317,10 +315,13 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
         max_line_bytes=args.max_line_bytes,
         max_connections=args.max_connections or None,
         idle_timeout=args.idle_timeout or None,
+        line_timeout=args.line_timeout or None,
+        max_per_address=args.max_per_address or None,
         shutdown_timeout=args.shutdown_timeout,
         drain_timeout=args.drain_timeout,
+        cut_records=args.cut_records,
         quiet=args.quiet,
-        status_interval=args.status_interval or None,
+        status_interval=args.status_interval,
         metrics=args.metrics,
     )
 

@@ -5,6 +5,16 @@ How a connection is read (`LineCollector.handle`): bytes are received in chunks 
 chunk are handed to the aggregator as one write, so they stay together and in order;
 the aggregator never splits a write, so a line is never interleaved with another.
 
+Records the server cuts: when the server closes a connection itself (idle timeout,
+shutdown) in the middle of a line, that line is a *cut record*. With
+``cut_records="mark"`` (the default) it is written with `CUT_MARK` and the reason
+after it, so it never passes for a whole record; with ``"drop"`` it is dropped and
+counted lost (``cut``). And whatever the kernel still holds for that connection is
+read once, without waiting (at most `UNREAD_LIMIT` bytes), and counted lost
+(``unread``), in lines, with the cut record it completes: the client sent it, the
+server will not write it. Beyond that limit, and what sits in the client's own
+buffers, cannot be known.
+
 The collector's counters are its own; a connection's splitter counts for itself, and
 `LineCollector.statistics` adds those of the open connections to what the closed ones
 left in the totals.
@@ -13,18 +23,37 @@ left in the totals.
 from __future__ import annotations
 
 import errno
+import logging
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import trio
 
 from ._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
+from ._listeners import count_unread, peer_address
+from ._losses import Losses
 from ._statistics import Counters, ServerStatistics
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
-__all__ = ["ACCEPT_RETRY_DELAY", "RECEIVE_SIZE", "SHUTDOWN_IDLE", "LineCollector"]
+__all__ = [
+    "ACCEPT_RETRY_DELAY",
+    "CUT_MARK",
+    "RECEIVE_SIZE",
+    "SHUTDOWN_IDLE",
+    "UNREAD_LIMIT",
+    "CutRecords",
+    "LineCollector",
+]
+
+CutRecords = Literal["mark", "drop"]
+
+CUT_MARK = b" [cut by trio-aggregator: "
+"""What follows a cut record in ``mark`` mode, then the reason and ``]``."""
+
+UNREAD_LIMIT = 4 * 1024 * 1024
+"""The most bytes read, without waiting, from a connection the server cuts, to count them."""
 
 RECEIVE_SIZE = 64 * 1024
 """The most bytes read from a connection at once."""
@@ -34,6 +63,11 @@ SHUTDOWN_IDLE = 0.2
 
 ACCEPT_RETRY_DELAY = 0.1
 """Seconds to wait before accepting again after running out of file descriptors or memory."""
+
+ACCEPT_LOG_INTERVAL = 10.0
+"""Seconds between two log lines about failing accepts (each failure is counted)."""
+
+logger = logging.getLogger("trio_aggregator.serve")
 
 _ACCEPT_CAPACITY_ERRNOS = frozenset(
     getattr(errno, name)
@@ -47,10 +81,12 @@ _SPLITTER_COUNTS = ("bytes_discarded", "lines_truncated", "partial_lines")
 
 
 class _Connection:
-    __slots__ = ("scope", "splitter")
+    __slots__ = ("line_started", "scope", "splitter", "write_scope")
 
     def __init__(self, splitter: LineSplitter) -> None:
+        self.line_started = math.inf  # when the line being received began
         self.scope = trio.CancelScope()
+        self.write_scope = trio.CancelScope()
         self.splitter = splitter
 
 
@@ -63,6 +99,15 @@ class LineCollector:
         idle_timeout: Close a connection silent for this long (None: never).
         max_connections: Connections served at once (None: no limit).
         shutdown_idle: After `stop`, close a connection silent for this long.
+        losses: Where lines read and not handed over are counted (default: a new one).
+        abort_grace: After `abort`, the most seconds a chunk already read may still wait
+            to be handed over (for room in the aggregator); then it is counted lost.
+        cut_records: What to do with a line the server cuts: ``"mark"`` or ``"drop"``
+            (see the module docs).
+        line_timeout: Cut a line not finished this many seconds after its first byte
+            came (None: no limit).
+        max_per_address: Connections served at once from one IP address; more from it
+            are closed at once, unread, and counted (None: no limit).
     """
 
     def __init__(
@@ -73,6 +118,11 @@ class LineCollector:
         idle_timeout: float | None = None,
         max_connections: int | None = None,
         shutdown_idle: float = SHUTDOWN_IDLE,
+        losses: Losses | None = None,
+        abort_grace: float = 30.0,
+        cut_records: CutRecords = "mark",
+        line_timeout: float | None = None,
+        max_per_address: int | None = None,
     ) -> None:
         self._write_fn = write
         self._max_line_bytes = max_line_bytes
@@ -80,11 +130,24 @@ class LineCollector:
         self._slots = trio.Semaphore(max_connections) if max_connections else None
         self._shutdown_idle = shutdown_idle
         self._counters = Counters()
+        self.losses = Losses() if losses is None else losses
         self._connections: set[_Connection] = set()
         self._accept_scopes: set[trio.CancelScope] = set()
         self._nursery: trio.Nursery | None = None
         self._stopping = False
         self._grace_deadline = math.inf
+        self._abort_grace = abort_grace
+        if cut_records not in ("mark", "drop"):
+            raise ValueError(f"cut_records must be 'mark' or 'drop', not {cut_records!r}")
+        self._cut_records = cut_records
+        self._line_timeout = line_timeout
+        self._max_per_address = max_per_address
+        self._per_address: dict[str, int] = {}
+        self._write_deadline = math.inf
+        self._aborts = 0
+        self._slot_scopes: set[trio.CancelScope] = set()
+        self._accept_errors_unlogged = 0
+        self._next_accept_log = -math.inf
 
     @property
     def stopping(self) -> bool:
@@ -107,16 +170,29 @@ class LineCollector:
         for name in _SPLITTER_COUNTS:
             setattr(counters, name, getattr(counters, name) + getattr(conn.splitter, name))
 
-    def _receive_deadline(self) -> float:
+    def _receive_deadline(self, conn: _Connection) -> float:
         now = trio.current_time()
         deadline = now + self._idle_timeout if self._idle_timeout else math.inf
+        if self._line_timeout is not None:
+            deadline = min(deadline, conn.line_started + self._line_timeout)
         if self._stopping:
             deadline = min(deadline, now + self._shutdown_idle, self._grace_deadline)
         return deadline
 
-    async def _write(self, chunk: bytes) -> None:
-        await self._write_fn(chunk)
-        self._counters.lines += chunk.count(b"\n")
+    async def _write(self, conn: _Connection, chunk: bytes) -> bool:
+        """Hand *chunk* over; False if `abort`'s grace ran out first (it is counted lost)."""
+        conn.write_scope = scope = trio.CancelScope(deadline=self._write_deadline)
+        try:
+            with scope:
+                await self._write_fn(chunk)
+                self._counters.lines += chunk.count(b"\n")
+                self._counters.bytes_accepted += len(chunk)
+                return True
+        except BaseException:
+            self.losses.add_data("forced_shutdown", chunk)
+            raise
+        self.losses.add_data("forced_shutdown", chunk)
+        return False
 
     async def handle(self, stream: trio.abc.ReceiveStream) -> None:
         """Read *stream* until it ends, writing its lines; then close it."""
@@ -128,31 +204,64 @@ class LineCollector:
         counters.connections_total += 1
         counters.connections_peak = max(counters.connections_peak, counters.connections_open)
         try:
-            while True:
-                data: bytes | bytearray = b""
-                conn.scope = trio.CancelScope(deadline=self._receive_deadline())
-                with conn.scope:
-                    try:
-                        data = await stream.receive_some(RECEIVE_SIZE)
-                    except trio.BrokenResourceError:
-                        counters.resets += 1
-                        break
-                if conn.scope.cancelled_caught:
-                    if not self._stopping:
-                        counters.idle_closed += 1
-                    break
-                if not data:
-                    break
-                counters.bytes_received += len(data)
-                chunk = splitter.feed(data)
-                if chunk:
-                    await self._write(chunk)
-            chunk = splitter.finish()
+            cut = await self._read(conn, stream)
+            chunk = splitter.finish() if cut is None else self._cut(splitter, stream, cut)
             if chunk:
-                await self._write(chunk)
+                await self._write(conn, chunk)
         finally:
             self._close_connection(conn)
             await trio.aclose_forcefully(stream)
+
+    async def _read(self, conn: _Connection, stream: trio.abc.ReceiveStream) -> str | None:
+        """Read and hand over *stream*'s lines; why the server cut it, or None if it ended."""
+        counters = self._counters
+        while True:
+            data: bytes | bytearray = b""
+            conn.scope = trio.CancelScope(deadline=self._receive_deadline(conn))
+            with conn.scope:
+                try:
+                    data = await stream.receive_some(RECEIVE_SIZE)
+                except trio.BrokenResourceError:
+                    counters.resets += 1
+                    return None
+            if conn.scope.cancelled_caught:
+                return self._why_cut(conn)
+            if not data:
+                return None
+            counters.bytes_received += len(data)
+            chunk = conn.splitter.feed(data)
+            if not conn.splitter.pending_bytes:
+                conn.line_started = math.inf
+            elif chunk or conn.line_started == math.inf:
+                conn.line_started = trio.current_time()
+            if chunk and not await self._write(conn, chunk):
+                return "forced shutdown"
+
+    def _why_cut(self, conn: _Connection) -> str:
+        if self._stopping:
+            return "shutdown"
+        line_timeout = self._line_timeout
+        if line_timeout is not None and trio.current_time() >= conn.line_started + line_timeout:
+            self._counters.line_timeouts += 1
+            return "line timeout"
+        self._counters.idle_closed += 1
+        return "idle timeout"
+
+    def _cut(self, splitter: LineSplitter, stream: trio.abc.ReceiveStream, reason: str) -> bytes:
+        """The server cuts *stream*: count what the kernel still holds; the record to write."""
+        record = splitter.take_pending()
+        newlines, nbytes, ends_line = count_unread(stream, RECEIVE_SIZE, UNREAD_LIMIT)
+        if nbytes:
+            lines = newlines + (0 if ends_line else 1)
+            self.losses.add("unread", lines, len(record) + nbytes)
+            return b""
+        if not record:
+            return b""
+        self._counters.cut_records += 1
+        if self._cut_records == "drop":
+            self.losses.add("cut", 1, len(record))
+            return b""
+        return record + CUT_MARK + reason.encode() + b"]\n"
 
     async def _serve_connection(
         self,
@@ -160,16 +269,48 @@ class LineCollector:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        address = None if self._max_per_address is None else peer_address(stream)
+        if address is not None and not self._admit(address, self._max_per_address):
+            task_status.started()
+            await trio.aclose_forcefully(stream)
+            return
+        try:
+            await self._serve_admitted(stream, task_status)
+        finally:
+            if address is not None:
+                self._per_address[address] -= 1
+                if not self._per_address[address]:
+                    del self._per_address[address]
+
+    def _admit(self, address: str, limit: int | None) -> bool:
+        """Count a connection from *address*; False if it has *limit* already."""
+        count = self._per_address.get(address, 0)
+        if limit is not None and count >= limit:
+            self._counters.refused_per_address += 1
+            return False
+        self._per_address[address] = count + 1
+        return True
+
+    async def _serve_admitted(
+        self, stream: trio.abc.ReceiveStream, task_status: trio.TaskStatus[None]
+    ) -> None:
         slots = self._slots
         acquired = slots is None
         try:
             if slots is not None:
-                await slots.acquire()
-                acquired = True
+                with trio.CancelScope() as scope:
+                    self._slot_scopes.add(scope)
+                    if self._aborts:
+                        scope.cancel()
+                    await slots.acquire()
+                    acquired = True
+                self._slot_scopes.discard(scope)
         finally:
-            if not acquired:  # cancelled while waiting for a slot
+            if not acquired:  # aborted or cancelled while waiting for a slot
                 await trio.aclose_forcefully(stream)
         task_status.started()
+        if not acquired:
+            return
         try:
             await self.handle(stream)
         finally:
@@ -192,11 +333,28 @@ class LineCollector:
                     if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                         raise
                     self._counters.accept_errors += 1
+                    self._log_accept_error(exc)
                 finally:
                     self._accept_scopes.discard(scope)
             if scope.cancelled_caught:
                 return None
             await trio.sleep(ACCEPT_RETRY_DELAY)
+
+    def _log_accept_error(self, exc: OSError) -> None:
+        """Log a failing accept, at most once every `ACCEPT_LOG_INTERVAL` seconds."""
+        self._accept_errors_unlogged += 1
+        now = trio.current_time()
+        if now < self._next_accept_log:
+            return
+        logger.warning(
+            "accepting a connection failed: %s (%d time(s) since the last report);"
+            " retrying every %g s",
+            exc.strerror or exc,
+            self._accept_errors_unlogged,
+            ACCEPT_RETRY_DELAY,
+        )
+        self._accept_errors_unlogged = 0
+        self._next_accept_log = now + ACCEPT_LOG_INTERVAL
 
     async def _accept_loop(
         self, listener: trio.abc.Listener[trio.abc.Stream], nursery: trio.Nursery
@@ -247,7 +405,21 @@ class LineCollector:
             scope.deadline = min(scope.deadline, deadline)
 
     def abort(self) -> None:
-        """Stop at once: cancel every connection, even one waiting to write."""
+        """Stop at once: close every connection; what was read is still handed over.
+
+        Connections are closed without reading more, and those waiting for a slot are
+        dropped unread; a chunk already read still waits for room in the aggregator, up
+        to *abort_grace* seconds, then it is counted lost (``forced_shutdown``). A
+        second call cancels everything at once (what was waiting is counted lost).
+        """
         self.stop(0)
-        if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+        self._aborts += 1
+        if self._aborts > 1:
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
+            return
+        self._write_deadline = trio.current_time() + self._abort_grace
+        for scope in self._slot_scopes:
+            scope.cancel()
+        for conn in self._connections:
+            conn.write_scope.deadline = min(conn.write_scope.deadline, self._write_deadline)

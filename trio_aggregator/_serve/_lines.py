@@ -5,7 +5,8 @@ Over-long lines: a line longer than ``max_line_bytes`` (newline not counted) is
 ending in a newline, and the rest, up to the next newline, is read and discarded. Both
 are counted (`LineSplitter.lines_truncated`, `LineSplitter.bytes_discarded`).
 So a client that never sends a newline costs at most ``max_line_bytes`` of memory.
-A final line without a newline, when a client disconnects, is kept (a newline is added).
+A final line without a newline, when a client disconnects, is kept (a newline is added);
+when the server cuts the connection, the collector takes it with `LineSplitter.take_pending`.
 
 A splitter knows nothing of the server: it keeps its own counts, which the collector
 reads and adds to its totals.
@@ -109,6 +110,13 @@ class LineSplitter:
             out += data[pos : newline + 1]
             pos = newline + 1
         return bytes(out)
+
+    def take_pending(self) -> bytes:
+        """The line being received, without a newline, and forget it (a cut record)."""
+        self._discarding = False
+        line = bytes(self._pending)
+        self._pending.clear()
+        return line
 
     def finish(self) -> bytes:
         """The final line if it had no newline (with one added); ``b""`` otherwise."""

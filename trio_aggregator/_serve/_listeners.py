@@ -14,9 +14,11 @@ import stat
 import trio
 
 __all__ = [
+    "count_unread",
     "format_address",
     "open_unix_listener",
     "parse_tcp_address",
+    "peer_address",
     "tcp_listener_address",
     "unlink_if_same",
 ]
@@ -45,7 +47,18 @@ def format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def open_unix_listener(path: str) -> trio.SocketListener:
+async def open_unix_listener(path: str, mode: int = 0o660) -> trio.SocketListener:
+    """Listen on the Unix socket *path*, replacing a stale socket file (only that).
+
+    The socket file gets *mode* whatever the umask, before it listens: nobody can
+    connect in between.
+
+    Raises:
+        OSError: *path* cannot be listened on; ``EEXIST`` when something other than a
+            socket is there (it is never replaced).
+    """
+    if _exists_not_socket(path):
+        raise FileExistsError(errno.EEXIST, "a file that is not a socket is there (left alone)")
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
     try:
         try:
@@ -55,11 +68,19 @@ async def open_unix_listener(path: str) -> trio.SocketListener:
                 raise
             os.unlink(path)
             await sock.bind(path)
+        os.chmod(path, mode)
         sock.listen(trio.socket.SOMAXCONN)
     except BaseException:
         sock.close()
         raise
     return trio.SocketListener(sock)
+
+
+def _exists_not_socket(path: str) -> bool:
+    try:
+        return not stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 async def _is_stale_socket(path: str) -> bool:
@@ -92,3 +113,41 @@ def unlink_if_same(path: str, inode: int) -> None:
             os.unlink(path)
     except OSError:
         pass
+
+
+def count_unread(
+    stream: trio.abc.ReceiveStream, read_size: int, limit: int
+) -> tuple[int, int, bool]:
+    """Read what the kernel holds for *stream* without waiting, up to *limit* bytes.
+
+    Returns the newlines and bytes read, and whether the last byte was a newline. Only a
+    `trio.SocketStream` can be read so (its socket is non-blocking); others give zeros.
+    """
+    if not isinstance(stream, trio.SocketStream):
+        return 0, 0, True
+    newlines = nbytes = 0
+    last = b"\n"
+    try:
+        fd = stream.socket.fileno()
+        while nbytes < limit:
+            data = os.read(fd, read_size)
+            if not data:
+                break
+            newlines += data.count(b"\n")
+            nbytes += len(data)
+            last = data[-1:]
+    except OSError:  # nothing more now (EAGAIN), or reset
+        pass
+    return newlines, nbytes, last == b"\n"
+
+
+def peer_address(stream: trio.abc.ReceiveStream) -> str | None:
+    """The IP address of *stream*'s peer; None for a Unix socket or another stream."""
+    if not isinstance(stream, trio.SocketStream):
+        return None
+    if stream.socket.family not in (trio.socket.AF_INET, trio.socket.AF_INET6):
+        return None
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:  # already reset
+        return None

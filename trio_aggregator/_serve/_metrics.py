@@ -15,11 +15,15 @@ import trio
 
 if TYPE_CHECKING:
     import threading
+    from collections.abc import Callable, Iterator
     from wsgiref.simple_server import WSGIServer
 
     from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
 
     from trio_aggregator import Aggregator
+
+    from ._losses import LossSnapshot
 
 __all__ = ["MetricsEndpoint", "start_metrics_endpoint"]
 
@@ -46,6 +50,10 @@ class MetricsEndpoint:
 
         self._registry.register(AggregatorCollector(aggregator))
 
+    def register_losses(self, losses: Callable[[], LossSnapshot]) -> None:
+        """Serve the server's own counts of lines lost (*losses* gives a snapshot)."""
+        self._registry.register(_LossCollector(losses))
+
     def stop(self) -> None:
         """Stop serving; blocks up to 0.5 s (the server polls at that interval)."""
         self._httpd.shutdown()
@@ -69,3 +77,24 @@ async def start_metrics_endpoint(host: str, port: int) -> MetricsEndpoint:
         functools.partial(start_http_server, port, addr=host, registry=registry)
     )
     return MetricsEndpoint((host, httpd.server_port), registry, httpd, thread)
+
+
+class _LossCollector:
+    """``trio_aggregator_serve_lost_{lines,bytes}_total{reason=...}``: losses in lines."""
+
+    def __init__(self, losses: Callable[[], LossSnapshot]) -> None:
+        self._losses = losses
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import CounterMetricFamily
+
+        snapshot = self._losses()
+        for unit, counts in (("lines", snapshot.lines), ("bytes", snapshot.bytes)):
+            family = CounterMetricFamily(
+                f"trio_aggregator_serve_lost_{unit}",
+                f"{unit.capitalize()} the server read and did not write, by reason.",
+                labels=["reason"],
+            )
+            for reason, value in counts.items():
+                family.add_metric([reason], value)
+            yield family

@@ -9,7 +9,7 @@ import attrs
 from trio_aggregator import AggregatorConfig
 
 from ._checks import count, flag, seconds
-from ._collector import SHUTDOWN_IDLE
+from ._collector import SHUTDOWN_IDLE, CutRecords
 from ._lines import DEFAULT_MAX_LINE_BYTES
 
 if TYPE_CHECKING:
@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BATCH_MAX_BYTES",
+    "MAX_BUFFER",
+    "MAX_LINE_BYTES",
+    "MIN_INTERVAL",
     "BATCH_MAX_ITEMS",
     "DEFAULT_OUTPUT",
     "DEFAULT_TCP",
@@ -31,6 +34,12 @@ DEFAULT_OUTPUT = "aggregated.log"
 
 BATCH_MAX_ITEMS = 128
 BATCH_MAX_BYTES = 1024 * 1024
+MAX_LINE_BYTES = 64 * 1024 * 1024
+"""The largest ``max_line_bytes``: each connection may hold one such line in memory."""
+MAX_BUFFER = 1_000_000
+"""The largest ``buffer``, in writes (the buffer bounds the server's memory)."""
+MIN_INTERVAL = 0.01
+"""The shortest fsync, status or idle interval (shorter ones would spin the CPU)."""
 ROTATE_CHECK_INTERVAL = 1.0
 """Seconds between rotation checks when fsync is off (``--fsync-interval 0``)."""
 
@@ -79,6 +88,9 @@ class ServeOptions:
     unix: tuple[str, ...] = ()
     """Unix socket paths to listen on."""
 
+    unix_mode: int = attrs.field(default=0o660, validator=count(minimum=0, maximum=0o777))
+    """Permissions of the Unix socket files, applied whatever the umask."""
+
     output: str = DEFAULT_OUTPUT
     """The file to append to, or ``"-"`` for standard output."""
 
@@ -88,22 +100,32 @@ class ServeOptions:
     backups: int = attrs.field(default=5, validator=count())
     """Rotated files kept, with ``rotate_bytes``."""
 
-    buffer: int = attrs.field(default=256, validator=count())
+    buffer: int = attrs.field(default=256, validator=count(maximum=MAX_BUFFER))
     """Capacity of the aggregator's buffer, in writes (each: the lines of one chunk read)."""
 
-    fsync_interval: float = attrs.field(default=1.0, validator=seconds())
+    fsync_interval: float = attrs.field(default=1.0, validator=seconds(at_least=MIN_INTERVAL))
     """Seconds between fsyncs of the output; 0 turns periodic fsync off."""
 
-    max_line_bytes: int = attrs.field(default=DEFAULT_MAX_LINE_BYTES, validator=count())
+    max_line_bytes: int = attrs.field(
+        default=DEFAULT_MAX_LINE_BYTES, validator=count(maximum=MAX_LINE_BYTES)
+    )
     """Longer lines are truncated to this many bytes (the newline not counted)."""
 
     max_connections: int | None = attrs.field(default=1024, validator=count(optional=True))
     """Connections served at once; more wait in the listen backlog (None: no limit)."""
 
     idle_timeout: float | None = attrs.field(
-        default=None, validator=seconds(positive=True, optional=True)
+        default=60.0, validator=seconds(positive=True, optional=True, at_least=MIN_INTERVAL)
     )
     """Close a connection silent for this many seconds (None: never)."""
+
+    line_timeout: float | None = attrs.field(
+        default=30.0, validator=seconds(positive=True, optional=True, at_least=MIN_INTERVAL)
+    )
+    """Cut a line not finished this many seconds after its first byte (None: no limit)."""
+
+    max_per_address: int | None = attrs.field(default=64, validator=count(optional=True))
+    """Connections served at once from one IP address; more are closed (None: no limit)."""
 
     shutdown_timeout: float = attrs.field(default=5.0, validator=seconds())
     """At shutdown, the most seconds given to clients to finish sending."""
@@ -114,11 +136,16 @@ class ServeOptions:
     drain_timeout: float = attrs.field(default=30.0, validator=seconds())
     """At shutdown, the most seconds given to the aggregator to write what it holds."""
 
+    cut_records: CutRecords = attrs.field(
+        default="mark", validator=attrs.validators.in_(("mark", "drop"))
+    )
+    """A line the server cuts (idle timeout, shutdown): ``"mark"`` it or ``"drop"`` it."""
+
     quiet: bool = attrs.field(default=False, validator=flag)
     """No status line."""
 
     status_interval: float | None = attrs.field(
-        default=None, validator=seconds(positive=True, optional=True)
+        default=None, validator=seconds(positive=True, optional=True, at_least=MIN_INTERVAL)
     )
     """Seconds between status lines (None: 1 on a terminal, 10 otherwise)."""
 
@@ -134,6 +161,8 @@ class ServeOptions:
     def __attrs_post_init__(self) -> None:
         if not self.tcp and not self.unix:
             raise ValueError("give at least one TCP address or Unix socket path")
+        if any(not path for path in self.unix):
+            raise ValueError("a Unix socket path must not be empty")
         if self.output == "-" and self.rotate_bytes is not None:
             raise ValueError("rotation needs a file output, not standard output")
         for option, setting in _AGGREGATOR_SETTINGS:
@@ -145,6 +174,7 @@ class ServeOptions:
         writer: Callable[[Any], object],
         sync_fn: Callable[[], object] | None = None,
         sync_interval: float = 0.0,
+        on_writer_error: Callable[[Any, Exception], object] | None = None,
     ) -> AggregatorConfig:
         """The settings of the server's aggregator, writing with *writer*.
 
@@ -152,6 +182,8 @@ class ServeOptions:
             writer: The aggregator's writer (the output sink's ``write``).
             sync_fn: The periodic callback (an fsync, a rotation check), or None.
             sync_interval: Seconds between runs of *sync_fn*.
+            on_writer_error: The hook given a batch the writer failed to write for
+                good (the server counts its lines lost); None: the default policy.
         """
         return AggregatorConfig(
             writer=writer,
@@ -161,4 +193,5 @@ class ServeOptions:
             batch_max_items=BATCH_MAX_ITEMS,
             batch_max_bytes=BATCH_MAX_BYTES,
             drain_timeout=self.drain_timeout,
+            on_writer_error="continue" if on_writer_error is None else on_writer_error,
         )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, TextIO
@@ -42,9 +43,11 @@ from ._listeners import (
     tcp_listener_address,
     unlink_if_same,
 )
+from ._losses import Losses, OutputAccount
 from ._metrics import MetricsEndpoint, start_metrics_endpoint
 from ._options import ROTATE_CHECK_INTERVAL
 from ._statistics import ServeSummary, format_table
+from ._status import StatusDisplay
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -74,12 +77,20 @@ class LineServer:
         self.options = options
         self._stderr = stderr
         self._aggregator: Aggregator | None = None
+        self.losses = Losses()
+        """Lines (and bytes) read and not written, by reason."""
+        self._output = OutputAccount(self.losses)
         self.collector = LineCollector(
             self._write,
+            losses=self.losses,
             max_line_bytes=options.max_line_bytes,
             idle_timeout=options.idle_timeout,
             max_connections=options.max_connections,
             shutdown_idle=options.shutdown_idle,
+            abort_grace=options.drain_timeout,
+            cut_records=options.cut_records,
+            line_timeout=options.line_timeout,
+            max_per_address=options.max_per_address,
         )
         self.tcp_addresses: list[tuple[str, int]] = []
         self.unix_paths: list[str] = []
@@ -89,7 +100,8 @@ class LineServer:
         self._shutdown_requested = False
         self._force = False
         self._finished = trio.Event()
-        self._status_shown = False
+        self._status = StatusDisplay(lambda: self.stderr, options.status_interval)
+        self._fsync_output = options.output != "-"
 
     @property
     def stderr(self) -> TextIO:
@@ -114,7 +126,7 @@ class LineServer:
 
     def message(self, text: str) -> None:
         """Print one line on stderr (clearing the status line first if it is shown)."""
-        self._clear_status()
+        self._status.clear()
         print(f"trio-aggregator: {text}", file=self.stderr, flush=True)
 
     async def _write(self, chunk: bytes) -> None:
@@ -122,11 +134,15 @@ class LineServer:
         await self._aggregator.write(chunk)
 
     def shutdown(self, *, force: bool = False) -> None:
-        """Begin a graceful shutdown (see the module docs); *force* closes connections now."""
+        """Begin a graceful shutdown (see the module docs); *force* closes connections now.
+
+        A forced shutdown still writes what was read (chunks waiting for room get up to
+        ``drain_timeout``); forcing it again cancels those too, counting them lost.
+        """
         self._shutdown_requested = True
-        self._force = self._force or force
         self.collector.stop(self.options.shutdown_timeout)
-        if self._force:
+        if force:
+            self._force = True
             self.collector.abort()
 
     async def wait_finished(self) -> None:
@@ -135,18 +151,32 @@ class LineServer:
 
     # ------------------------------------------------------------------ setup
 
-    def _open_sink(self) -> FileSink:
+    def _open_sink(self, stack: AsyncExitStack) -> FileSink:
+        """Open the output; note whether it is a regular file (only those are fsynced).
+
+        A symbolic link is not followed: the file is opened with ``O_NOFOLLOW``; with
+        rotation (which opens by path), a link is refused at start.
+        """
         opts = self.options
         if opts.output == "-":
             return FileSink.from_fd(1, "<stdout>")
+        if os.path.islink(opts.output):
+            raise ServeError(f"output {opts.output!r} is a symbolic link: give the real path")
         try:
             if opts.rotate_bytes is not None:
+                if _exists_not_regular(opts.output):
+                    raise ServeError(f"cannot rotate {opts.output!r}: not a regular file")
                 return RotatingFileSink(opts.output, opts.rotate_bytes, opts.backups)
-            return FileSink(opts.output)
+            fd = os.open(opts.output, _OUTPUT_FLAGS, OUTPUT_MODE)
+            stack.callback(os.close, fd)
+            sink = FileSink.from_fd(fd, opts.output)
         except OSError as exc:
             raise ServeError(
                 f"cannot open output {opts.output!r} for appending: {exc.strerror or exc}"
             ) from None
+        # /dev/null, a FIFO, a terminal: fsync fails there (EINVAL), so it is skipped.
+        self._fsync_output = not _exists_not_regular(opts.output)
+        return sink
 
     async def _open_listeners(self, stack: AsyncExitStack) -> list[trio.SocketListener]:
         listeners: list[trio.SocketListener] = []
@@ -163,7 +193,7 @@ class LineServer:
                 self.tcp_addresses.append(tcp_listener_address(listener))
         for path in self.options.unix:
             try:
-                listener = await open_unix_listener(path)
+                listener = await open_unix_listener(path, self.options.unix_mode)
             except OSError as exc:
                 raise ServeError(f"cannot listen on unix:{path}: {exc.strerror or exc}") from None
             stack.callback(listener.socket.close)
@@ -181,9 +211,14 @@ class LineServer:
                 sync_fn = sink.sync
             else:
                 sync_fn, interval = sink.rotate_if_needed, ROTATE_CHECK_INTERVAL
-        elif opts.output != "-" and interval > 0:
+        elif self._fsync_output and interval > 0:
             sync_fn = sink.sync
-        return opts.aggregator_config(sink.write, sync_fn, interval if sync_fn is not None else 0.0)
+        return opts.aggregator_config(
+            self._output.writer(sink.write),
+            sync_fn,
+            interval if sync_fn is not None else 0.0,
+            on_writer_error=self._output.lost_to_writer,
+        )
 
     # ------------------------------------------------------------------ running
 
@@ -195,15 +230,15 @@ class LineServer:
     ) -> int:
         """Serve until `shutdown` (or SIGINT/SIGTERM with *handle_signals*); the exit code.
 
-        0 when every line received was written; 1 when some were lost (writer errors,
-        drops) or the final fsync failed.
+        0 when every line received was written; 1 when some were lost (counted in
+        `losses`, by reason) or the final fsync failed.
 
         Raises:
             ServeError: The output cannot be opened or an address cannot be listened on.
         """
         try:
             async with AsyncExitStack() as stack:
-                sink = self._open_sink()
+                sink = self._open_sink(stack)
                 stack.callback(sink.close)
                 listeners = await self._open_listeners(stack)
                 self._metrics = await self._start_metrics()
@@ -217,8 +252,10 @@ class LineServer:
                     )
                 started = trio.current_time()
                 await self._serve(sink, listeners, receiver, task_status)
+                server = self.collector.statistics()
+                self._output.count_drain_losses(server.lines, server.bytes_accepted)
                 final_errors = await self._close_sink(sink)
-                self._clear_status()
+                self._status.clear()
                 summary = self.summary = self._summary(
                     sink, trio.current_time() - started, final_errors
                 )
@@ -250,7 +287,9 @@ class LineServer:
             output=self.options.output if self.options.output != "-" else "<stdout>",
             server=self.collector.statistics(),
             aggregator=self._aggregator.statistics(),
+            losses=self.losses.snapshot(),
             rotations=sink.rotations if isinstance(sink, RotatingFileSink) else 0,
+            cut_records=self.options.cut_records,
             final_errors=final_errors,
         )
 
@@ -267,15 +306,16 @@ class LineServer:
             )
             if self._metrics is not None:
                 self._metrics.register(aggregator)
+                self._metrics.register_losses(self.losses.snapshot)
             try:
                 if receiver is not None:
                     nursery.start_soon(self._watch_signals, receiver)
                 if not self.options.quiet:
-                    nursery.start_soon(self._show_status)
+                    nursery.start_soon(self._status.show, self.status_line)
                 async with trio.open_nursery() as serving:
                     await serving.start(self.collector.serve, listeners)
                     if self._shutdown_requested:
-                        self.shutdown(force=self._force)
+                        self.collector.stop(self.options.shutdown_timeout)
                     task_status.started(self)
             finally:
                 await aggregator.aclose()
@@ -298,7 +338,7 @@ class LineServer:
     async def _close_sink(self, sink: FileSink) -> tuple[str, ...]:
         """fsync and close the output; the problems met, as messages."""
         errors: list[str] = []
-        if self.options.output != "-":
+        if self._fsync_output:
             try:
                 await sink.fsync()
             except OSError as exc:
@@ -317,15 +357,17 @@ class LineServer:
                     " to finish; send it again to close every connection now)"
                 )
                 self.shutdown()
+            elif not self._force:
+                self.message(
+                    f"{name} again: closing every connection now (what was read is still"
+                    " written; send it again to give that up too)"
+                )
+                self.shutdown(force=True)
             else:
-                self.message(f"{name} again: closing every connection now")
+                self.message(f"{name} a third time: giving up what waits (counted lost)")
                 self.shutdown(force=True)
 
     # ------------------------------------------------------------------ status line
-
-    def _is_tty(self) -> bool:
-        isatty = getattr(self.stderr, "isatty", None)
-        return bool(isatty is not None and isatty())
 
     def status_line(self, seconds: float, previous: tuple[int, int]) -> tuple[str, tuple[int, int]]:
         """The status text over the last *seconds*, and the counts to pass next time."""
@@ -341,30 +383,23 @@ class LineServer:
             f" | buffered {agg.nb_processing - agg.nb_held:,}/{agg.buffer_size:,}"
             f" (+{agg.nb_held:,} in the writer's batch)"
             f" | blocked {agg.nb_waiting:,} | errors {errors:,}"
+            f" | lost {self.losses.snapshot().total_lines:,} lines"
         )
         return text, (lines, nbytes)
 
-    async def _show_status(self) -> None:
-        tty = self._is_tty()
-        interval = self.options.status_interval or (1.0 if tty else 10.0)
-        counts = (0, 0)
-        last = trio.current_time()
-        while True:
-            await trio.sleep(interval)
-            now = trio.current_time()
-            text, counts = self.status_line(now - last, counts)
-            last = now
-            if tty:
-                self.stderr.write(f"\r\x1b[K{text}")
-                self.stderr.flush()
-                self._status_shown = True
-            else:
-                print(text, file=self.stderr, flush=True)
 
-    def _clear_status(self) -> None:
-        if self._status_shown:
-            self.stderr.write("\r\x1b[K")
-            self._status_shown = False
+OUTPUT_MODE = 0o640
+"""Permissions of an output file the server creates (minus the umask)."""
+
+_OUTPUT_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | os.O_NOFOLLOW
+
+
+def _exists_not_regular(path: str) -> bool:
+    """Whether *path* is something other than a regular file (a device, a FIFO...)."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 async def _in_thread_shielded(fn: Callable[[], object]) -> None:

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
     from trio_aggregator import AggregatorStatistics
 
+    from ._losses import LossSnapshot
+
 __all__ = ["Counters", "ServeSummary", "ServerStatistics", "format_table"]
 
 
@@ -29,13 +31,21 @@ class ServerStatistics:
     connections_peak: int
     lines: int
     """Lines handed to the aggregator (truncated and final partial lines included)."""
+    bytes_accepted: int
+    """Bytes of those lines."""
     bytes_received: int
     lines_truncated: int
     bytes_discarded: int
     """Bytes of over-long lines thrown away (past ``max_line_bytes``)."""
     partial_lines: int
     """Final lines without a newline, kept at disconnect."""
+    cut_records: int
+    """Lines the server cut (idle timeout, shutdown): marked or dropped, as configured."""
     idle_closed: int
+    line_timeouts: int
+    """Connections cut because a line was not finished within ``line_timeout``."""
+    refused_per_address: int
+    """Connections closed at once: their address had ``max_per_address`` already."""
     resets: int
     """Connections that ended with an error (reset by the peer...)."""
     accept_errors: int
@@ -46,23 +56,28 @@ class Counters:
 
     __slots__ = (
         "accept_errors",
+        "bytes_accepted",
         "bytes_discarded",
         "bytes_received",
         "connections_open",
         "connections_peak",
         "connections_total",
+        "cut_records",
         "idle_closed",
+        "line_timeouts",
         "lines",
         "lines_truncated",
         "partial_lines",
+        "refused_per_address",
         "resets",
     )
 
     def __init__(self) -> None:
-        self.accept_errors = self.bytes_discarded = 0
+        self.accept_errors = self.bytes_accepted = self.bytes_discarded = 0
         self.bytes_received = self.connections_open = self.connections_peak = 0
         self.connections_total = self.idle_closed = self.lines = self.lines_truncated = 0
-        self.partial_lines = self.resets = 0
+        self.partial_lines = self.resets = self.cut_records = 0
+        self.line_timeouts = self.refused_per_address = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -74,14 +89,29 @@ class ServeSummary:
     server: ServerStatistics
     aggregator: AggregatorStatistics
     rotations: int
+    cut_records: str = "mark"
+    """What was done with the records the server cut: ``"mark"`` or ``"drop"``."""
+    losses: LossSnapshot
+    """Lines and bytes read and not written, by reason."""
     final_errors: tuple[str, ...] = ()
     """Problems met while closing the output (a failed final fsync...)."""
 
     @property
     def ok(self) -> bool:
-        """Whether every line received was written: no writer error, drop or failed fsync."""
+        """Whether every line read was written: no loss, error, drop or failed fsync."""
         agg = self.aggregator
-        return not (agg.writer_errors or agg.callback_errors or agg.dropped or self.final_errors)
+        return not (
+            self.losses.total_lines
+            or self.losses.total_bytes
+            or agg.writer_errors
+            or agg.callback_errors
+            or agg.dropped
+            or self.final_errors
+        )
+
+    @property
+    def _cut_action(self) -> str:
+        return "marked" if self.cut_records == "mark" else "dropped, counted lost"
 
     def throughput_rows(self) -> list[tuple[str, str]]:
         """The ``lines/s``, ``MB/s``, ``writer calls`` and ``peak buffered`` rows."""
@@ -109,11 +139,15 @@ class ServeSummary:
             ("bytes written", f"{agg.bytes_written:,}"),
             *self.throughput_rows(),
             ("truncated lines", f"{s.lines_truncated:,} ({s.bytes_discarded:,} bytes discarded)"),
-            ("partial lines", f"{s.partial_lines:,} (kept at disconnect)"),
+            ("partial lines", f"{s.partial_lines:,} (client closed mid-line: kept)"),
+            ("cut records", f"{s.cut_records:,} (cut by the server: {self._cut_action})"),
             ("idle closed", f"{s.idle_closed:,}"),
+            ("line timeouts", f"{s.line_timeouts:,}"),
+            ("refused", f"{s.refused_per_address:,} (too many from one address)"),
             ("resets", f"{s.resets:,}"),
             ("errors", f"{agg.writer_errors + agg.callback_errors + s.accept_errors:,}"),
-            ("dropped", f"{agg.dropped:,}"),
+            ("lost lines", self.losses.describe()),
+            ("dropped writes", f"{agg.dropped:,} (aggregator items: chunks of lines)"),
             ("output", self.output + (f" ({self.rotations} rotations)" if self.rotations else "")),
         ]
         rows.extend(("error", message) for message in self.final_errors)
