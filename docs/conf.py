@@ -104,18 +104,6 @@ def _public_names() -> list[str]:
     )
 
 
-# Methods with public names that are plumbing between the package's own classes, not
-# API: users never call them, so the reference leaves them out on purpose.
-_INTERNAL_MEMBERS = frozenset(
-    {
-        "Aggregator.new_sender",
-        "Aggregator.sender_closed",
-        "Aggregator.submit",
-        "Aggregator.submit_nowait",
-    }
-)
-
-
 def _public_members(cls: type) -> set[str]:
     """The methods, properties and attrs fields a class defines itself with public names."""
     names = {
@@ -126,7 +114,7 @@ def _public_members(cls: type) -> set[str]:
     }
     if attrs.has(cls):
         names.update(field.name for field in attrs.fields(cls) if not field.name.startswith("_"))
-    return {name for name in names if f"{cls.__name__}.{name}" not in _INTERNAL_MEMBERS}
+    return names
 
 
 def _check_public_api_documented(app: Sphinx, env: BuildEnvironment) -> None:
