@@ -122,18 +122,24 @@ async def test_collector_abort_still_hands_over_what_was_read() -> None:
     assert collector.statistics().lines == 5
 
 
+def hold_file_writes(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Make every `FileSink` write wait (at most 30 s) until the returned event is set."""
+    gate = threading.Event()
+    real = FileSink.write_blocking
+
+    def held(self: FileSink, data: bytes) -> None:
+        gate.wait(30)
+        real(self, data)
+
+    monkeypatch.setattr(FileSink, "write_blocking", held)
+    return gate
+
+
 async def test_forced_shutdown_writes_what_was_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Item 3: a second signal loses no line already read, and the exit code says so."""
-    gate = threading.Event()
-    real = FileSink.write_blocking
-
-    def slow_disk(self: FileSink, data: bytes) -> None:
-        gate.wait(30)
-        real(self, data)
-
-    monkeypatch.setattr(FileSink, "write_blocking", slow_disk)
+    gate = hold_file_writes(monkeypatch)
     stderr = io.StringIO()
     opts = options(tmp_path, buffer=1, fsync_interval=0)
     data = [b"".join(b"client %d line %d\n" % (c, n) for n in range(50)) for c in range(8)]
@@ -163,14 +169,7 @@ async def test_forcing_again_gives_up_what_waits_counts_it_and_exits_1(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Item 3: lines given up at a forced stop are counted, in lines, and exit 1."""
-    gate = threading.Event()
-    real = FileSink.write_blocking
-
-    def stuck_disk(self: FileSink, data: bytes) -> None:
-        gate.wait(30)
-        real(self, data)
-
-    monkeypatch.setattr(FileSink, "write_blocking", stuck_disk)
+    gate = hold_file_writes(monkeypatch)
     stderr = io.StringIO()
     opts = options(tmp_path, buffer=1, fsync_interval=0, drain_timeout=0)
     async with trio.open_nursery() as nursery:
@@ -263,14 +262,7 @@ async def test_lines_unread_at_the_shutdown_deadline_are_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Item 4: lines still in the kernel when the shutdown timeout expires are reported."""
-    gate = threading.Event()
-    real = FileSink.write_blocking
-
-    def slow_disk(self: FileSink, data: bytes) -> None:
-        gate.wait(30)
-        real(self, data)
-
-    monkeypatch.setattr(FileSink, "write_blocking", slow_disk)
+    gate = hold_file_writes(monkeypatch)
     head = b"".join(b"head %d\n" % n for n in range(10))
     tail = b"".join(b"tail line %04d\n" % n for n in range(1000))
     stderr = io.StringIO()
