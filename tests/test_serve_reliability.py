@@ -342,6 +342,40 @@ async def test_clients_silent_across_the_shutdown_have_every_line_written(tmp_pa
     assert len(lines) == 2000
 
 
+async def test_clients_connecting_sending_and_closing_as_shutdown_starts_lose_nothing(
+    tmp_path: Path,
+) -> None:
+    """Every line of a client that got in is written: those queued behind max_connections
+    too. A client that came too late is refused, and knows it."""
+    opts = options(tmp_path, shutdown_timeout=30, max_connections=8)
+    sent: list[int] = []
+
+    async def client(address: tuple[str, int], n: int) -> None:
+        try:
+            stream = await trio.open_tcp_stream(*address)
+        except OSError:
+            return  # the listener had closed: refused
+        async with stream:
+            await stream.send_all(b"".join(b"k%d line %d\n" % (n, i) for i in range(100)))
+        sent.append(n)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(run_server, opts, stderr=io.StringIO()))
+        async with trio.open_nursery() as clients:
+            for n in range(100):
+                clients.start_soon(client, server.tcp_addresses[0], n)
+            server.shutdown()
+        await server.wait_finished()
+    assert server.exit_code == 0
+    lines = (tmp_path / "out.log").read_bytes().splitlines()
+    for n in sent:
+        assert [line for line in lines if line.startswith(b"k%d " % n)] == [
+            b"k%d line %d" % (n, i) for i in range(100)
+        ]
+    assert len(lines) == 100 * len(sent)
+    assert sent, "none got in"
+
+
 async def test_connections_queued_when_the_shutdown_timeout_ends_are_counted(
     tmp_path: Path,
 ) -> None:
