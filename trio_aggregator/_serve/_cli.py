@@ -28,6 +28,7 @@ from ._argtypes import (
     size_arg,
 )
 from ._demo import DemoOptions, run_demo
+from ._input_args import add_input_arguments, input_options
 from ._lines import DEFAULT_MAX_LINE_BYTES
 from ._listeners import parse_tcp_address
 from ._options import (
@@ -246,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a line the server cuts (idle timeout, shutdown): 'mark' writes it followed by"
         " ' [cut by trio-aggregator: REASON]'; 'drop' drops it, counted lost (default mark)",
     )
+    add_input_arguments(serve)
     display = serve.add_argument_group("display")
     display.add_argument(
         "--status-interval",
@@ -301,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve_options(args: argparse.Namespace) -> ServeOptions:
     tcp: list[tuple[str, int]] = args.tcp or []
     unix: list[str] = args.unix or []
-    if not tcp and not unix:
+    if not tcp and not unix and not args.udp:
         tcp = [parse_tcp_address(DEFAULT_TCP)]
     return ServeOptions(
         tcp=tuple(tcp),
@@ -323,6 +325,7 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
         quiet=args.quiet,
         status_interval=args.status_interval,
         metrics=args.metrics,
+        **input_options(args),
     )
 
 

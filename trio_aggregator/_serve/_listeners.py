@@ -142,12 +142,18 @@ def count_unread(
 
 
 def peer_address(stream: trio.abc.ReceiveStream) -> str | None:
-    """The IP address of *stream*'s peer; None for a Unix socket or another stream."""
-    if not isinstance(stream, trio.SocketStream):
+    """The IP address of *stream*'s peer; None for a Unix socket or another stream.
+
+    A TLS stream is looked through (its ``transport_stream``), to the connection beneath.
+    """
+    beneath: object = stream
+    while not isinstance(beneath, trio.SocketStream) and hasattr(beneath, "transport_stream"):
+        beneath = getattr(beneath, "transport_stream")  # noqa: B009 - any stream type
+    if not isinstance(beneath, trio.SocketStream):
         return None
-    if stream.socket.family not in (trio.socket.AF_INET, trio.socket.AF_INET6):
+    if beneath.socket.family not in (trio.socket.AF_INET, trio.socket.AF_INET6):
         return None
     try:
-        return str(stream.socket.getpeername()[0])
+        return str(beneath.socket.getpeername()[0])
     except OSError:  # already reset
         return None
