@@ -62,6 +62,10 @@ examples:
   {PROG} serve --metrics 9464
       also serve Prometheus metrics on http://127.0.0.1:9464/metrics
       (needs the extra: python -m pip install 'trio-aggregator[prometheus]')
+  {PROG} serve --tcp 0.0.0.0:6514 --tls-cert server.crt --tls-key server.key
+      TLS on the TCP address (Unix sockets stay plain)
+  {PROG} serve --udp 127.0.0.1:514 --tcp 127.0.0.1:5140
+      also one record per UDP datagram (e.g. logger --udp -n 127.0.0.1 -P 514 hi)
   echo hello | nc -N 127.0.0.1 5140
       send one line (OpenBSD netcat; -q0 with traditional netcat)
 
