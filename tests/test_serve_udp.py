@@ -26,7 +26,7 @@ from trio_aggregator._serve._cli import build_parser, main
 from trio_aggregator._serve._server import LineServer, ServeError, run_server
 from trio_aggregator._serve._udp import datagram_record, escape_controls, proc_drops
 
-from ._rsyslog import require_program
+from ._rsyslog import Rsyslog, free_port, require_program
 from .test_serve import finish, options
 from .test_serve_reliability import hold_file_writes, http_get, wait_for
 
@@ -350,3 +350,45 @@ async def test_udp_util_linux_logger(tmp_path: Path) -> None:
     assert numbers == sorted(set(numbers))
     if not drops:
         assert numbers == list(range(sent))
+
+
+async def test_udp_rsyslog_omfwd(tmp_path: Path) -> None:
+    """rsyslog as a client: ``imtcp`` in, ``omfwd protocol="udp"`` out to the server."""
+    sent = 2000
+    opts = options(tmp_path, tcp=(), udp=(UDP_LOOPBACK,))
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(run_server, opts, stderr=io.StringIO()))
+        _, udp_port = udp_address(server)
+        in_port = free_port()
+        body = (
+            'module(load="imtcp")\n'
+            f'input(type="imtcp" port="{in_port}" address="127.0.0.1" ruleset="fwd")\n'
+            'ruleset(name="fwd") {\n'
+            f'  action(type="omfwd" target="127.0.0.1" port="{udp_port}" protocol="udp"'
+            ' template="msgonly")\n'
+            "}\n"
+        )
+        rsyslog = Rsyslog(tmp_path / "rsyslog", body, listen_port=in_port)
+        rsyslog.check_config()
+        with rsyslog:
+            data = b"".join(b"<13>Dec  7 10:00:00 edge app: omfwd %05d\n" % n for n in range(sent))
+            await trio.to_thread.run_sync(send_over_tcp, in_port, data)
+            udp = lambda: server.inputs.statistics().udp  # noqa: E731
+            await wait_for(lambda: udp().datagrams + (udp().kernel_drops or 0) >= sent, 60)
+        assert await finish(server) == 0
+    lines = read_lines(opts.output)
+    summary = server.summary
+    assert summary is not None
+    assert summary.inputs is not None
+    assert summary.inputs.udp is not None
+    drops = summary.inputs.udp.kernel_drops
+    assert drops is not None
+    assert len(lines) + drops == sent
+    assert all(re.fullmatch(rb" ?omfwd \d{5}\n", line) for line in lines), lines[:3]
+    numbers = [int(line[-6:-1]) for line in lines]
+    assert numbers == sorted(set(numbers))
+
+
+def send_over_tcp(port: int, data: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(data)
