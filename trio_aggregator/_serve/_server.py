@@ -90,8 +90,7 @@ class LineServer:
             line_timeout=options.line_timeout,
             max_per_address=options.max_per_address,
         )
-        self.inputs = ServerInputs(options, self._write, self.losses)
-        """The TLS and UDP inputs."""
+        self.inputs = ServerInputs(options, self._write, self.losses)  # TLS, UDP
         self.tcp_addresses: list[tuple[str, int]] = []
         self.unix_paths: list[str] = []
         self._metrics: MetricsEndpoint | None = None
@@ -255,10 +254,7 @@ class LineServer:
                 started = trio.current_time()
                 await self._serve(sink, listeners, receiver, task_status)
                 server = self.collector.statistics()
-                inputs = self.inputs.statistics()
-                self._output.count_drain_losses(
-                    server.lines + inputs.lines, server.bytes_accepted + inputs.bytes_accepted
-                )
+                self._output.count_drain_losses(*self.inputs.accepted(server))
                 final_errors = await self._close_sink(sink)
                 self._status.clear()
                 summary = self.summary = self._summary(
@@ -313,8 +309,7 @@ class LineServer:
             if self._metrics is not None:
                 self._metrics.register(aggregator)
                 self._metrics.register_losses(self.losses.snapshot)
-                if self.inputs.used:
-                    self._metrics.register_counts(lambda: self.inputs.statistics().metrics())
+                self.inputs.register_metrics(self._metrics)
             try:
                 if receiver is not None:
                     nursery.start_soon(self._watch_signals, receiver)
