@@ -7,6 +7,7 @@ Loopback sockets; the handshake timeout test uses the mock clock; the external c
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import socket
@@ -26,6 +27,7 @@ from trio_aggregator._serve._server import LineServer, ServeError, run_server
 
 from ._rsyslog import require_program
 from .test_serve import finish, options
+from .test_serve_reliability import hold_file_writes
 
 trustme = pytest.importorskip("trustme")
 
@@ -331,3 +333,35 @@ async def test_server_without_tls_has_no_tls_figures(tmp_path: Path) -> None:
     assert server.summary.inputs is not None
     assert server.summary.inputs.tls is None
     assert "tls handshakes" not in dict(server.summary.rows())
+
+
+async def test_tls_connection_cut_at_shutdown_counts_its_unread_bytes(
+    tmp_path: Path, certs: Certs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the kernel holds for a TLS connection the server cuts is encrypted: at least
+    one line is counted lost (``unread``), with its encrypted bytes, never silently."""
+    gate = hold_file_writes(monkeypatch)
+    opts = tls_options(tmp_path, certs, buffer=1, fsync_interval=0, shutdown_timeout=0)
+
+    async def chatty(address: tuple[str, int]) -> None:
+        stream = await trio.open_ssl_over_tcp_stream(
+            *address, ssl_context=certs.client_context(), https_compatible=True
+        )
+        line = b"x" * 99 + b"\n"
+        with contextlib.suppress(trio.BrokenResourceError):
+            while True:  # until the server cuts the connection
+                await stream.send_all(line * 100)
+        await trio.aclose_forcefully(stream)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(run_server, opts, stderr=io.StringIO()))
+        nursery.start_soon(chatty, server.tcp_addresses[0])
+        await trio.testing.wait_all_tasks_blocked(0.05)  # buffers full, writer held
+        server.shutdown()
+        gate.set()
+        await server.wait_finished()
+    assert server.exit_code == 1
+    summary = server.summary
+    assert summary is not None
+    assert summary.losses.lines["unread"] >= 1
+    assert summary.losses.bytes["unread"] > 0

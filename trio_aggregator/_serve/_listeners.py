@@ -122,13 +122,16 @@ def count_unread(
 
     Returns the newlines and bytes read, and whether the last byte was a newline. Only a
     `trio.SocketStream` can be read so (its socket is non-blocking); others give zeros.
+    A TLS stream's socket is read too, but its bytes are encrypted: their newlines
+    cannot be counted, so they count as one line (at least one record is lost).
     """
-    if not isinstance(stream, trio.SocketStream):
+    beneath = _beneath(stream)
+    if beneath is None:
         return 0, 0, True
     newlines = nbytes = 0
     last = b"\n"
     try:
-        fd = stream.socket.fileno()
+        fd = beneath.socket.fileno()
         while nbytes < limit:
             data = os.read(fd, read_size)
             if not data:
@@ -138,7 +141,16 @@ def count_unread(
             last = data[-1:]
     except OSError:  # nothing more now (EAGAIN), or reset
         pass
+    if beneath is not stream:  # encrypted
+        return 0, nbytes, not nbytes
     return newlines, nbytes, last == b"\n"
+
+
+def _beneath(stream: object) -> trio.SocketStream | None:
+    """The socket stream under *stream* (itself, or under a TLS layer's ``transport_stream``)."""
+    while not isinstance(stream, trio.SocketStream) and hasattr(stream, "transport_stream"):
+        stream = getattr(stream, "transport_stream")  # noqa: B009 - any stream type
+    return stream if isinstance(stream, trio.SocketStream) else None
 
 
 def peer_address(stream: trio.abc.ReceiveStream) -> str | None:
@@ -146,10 +158,8 @@ def peer_address(stream: trio.abc.ReceiveStream) -> str | None:
 
     A TLS stream is looked through (its ``transport_stream``), to the connection beneath.
     """
-    beneath: object = stream
-    while not isinstance(beneath, trio.SocketStream) and hasattr(beneath, "transport_stream"):
-        beneath = getattr(beneath, "transport_stream")  # noqa: B009 - any stream type
-    if not isinstance(beneath, trio.SocketStream):
+    beneath = _beneath(stream)
+    if beneath is None:
         return None
     if beneath.socket.family not in (trio.socket.AF_INET, trio.socket.AF_INET6):
         return None
