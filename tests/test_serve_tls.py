@@ -258,6 +258,8 @@ def test_cli_tls_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     err = capsys.readouterr().err
     assert "error: cannot read TLS certificate '/nonexistent.pem'" in err
     assert len([line for line in err.splitlines() if "error" in line]) == 1
+    assert main(["serve", "--tls-handshake-timeout", "0"]) == 2
+    assert "SECONDS must be > 0" in capsys.readouterr().err
 
 
 async def test_tls_openssl_s_client_sends_lines(tmp_path: Path, certs: Certs) -> None:

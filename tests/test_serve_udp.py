@@ -23,6 +23,7 @@ import trio
 import trio.testing
 
 from trio_aggregator._serve._cli import build_parser, main
+from trio_aggregator._serve._listeners import parse_tcp_address
 from trio_aggregator._serve._server import LineServer, ServeError, run_server
 from trio_aggregator._serve._udp import datagram_record, escape_controls, proc_drops
 
@@ -196,6 +197,23 @@ async def test_udp_forced_shutdown_counts_what_was_read_and_not_written(
     assert server.exit_code == 1
     assert read_lines(opts.output) == [b"stuck 0\n", b"stuck 1\n"]
     assert udp().records == 2
+
+
+async def test_udp_host_name_binds_every_address_it_resolves_to(tmp_path: Path) -> None:
+    """``localhost`` may be 127.0.0.1 and ::1: a socket on each, like ``--tcp``."""
+    opts = options(tmp_path, tcp=(), udp=(("localhost", 0),))
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(run_server, opts, stderr=io.StringIO()))
+        addresses = [parse_tcp_address(a.removeprefix("udp:")) for a in server.addresses]
+        assert addresses
+        for n, (host, port) in enumerate(addresses):
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_DGRAM) as client:
+                client.sendto(b"to %s %d" % (host.encode(), n), (host, port))
+        await wait_for(lambda: server.inputs.statistics().udp.records == len(addresses))  # type: ignore[union-attr]
+        assert await finish(server) == 0
+    expected = [b"to %s %d\n" % (host.encode(), n) for n, (host, _) in enumerate(addresses)]
+    assert sorted(read_lines(opts.output)) == sorted(expected)
 
 
 async def test_udp_address_in_use_is_one_clear_error(tmp_path: Path) -> None:
