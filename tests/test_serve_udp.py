@@ -14,6 +14,7 @@ import logging
 import logging.handlers
 import re
 import socket
+import sys
 import threading
 from functools import partial
 from typing import TYPE_CHECKING
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 UDP_LOOPBACK = ("127.0.0.1", 0)
+linux_only = pytest.mark.skipif(
+    sys.platform != "linux", reason="the kernel's UDP drop count is read on Linux only"
+)
 
 # ---------------------------------------------------------------------------- the rule
 
@@ -141,6 +145,7 @@ async def test_udp_shutdown_writes_what_is_queued(tmp_path: Path) -> None:
     assert read_lines(opts.output) == [b"queued %03d\n" % n for n in range(500)]
 
 
+@linux_only
 async def test_udp_kernel_drops_are_counted_when_the_reader_cannot_keep_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -216,6 +221,23 @@ async def test_udp_host_name_binds_every_address_it_resolves_to(tmp_path: Path) 
     assert sorted(read_lines(opts.output)) == sorted(expected)
 
 
+async def test_udp_ipv6_loopback(tmp_path: Path) -> None:
+    opts = options(tmp_path, tcp=(), udp=(("::1", 0),))
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(run_server, opts, stderr=io.StringIO()))
+        assert server.addresses[0].startswith("udp:[::1]:")
+        host, port = udp_address(server)
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as client:
+            client.sendto(b"over ipv6\n", (host.strip("[]"), port))
+        await wait_for(lambda: server.inputs.statistics().udp.records == 1)  # type: ignore[union-attr]
+        assert await finish(server) == 0
+    assert read_lines(opts.output) == [b"over ipv6\n"]
+    assert server.summary is not None
+    assert server.summary.inputs is not None
+    assert server.summary.inputs.udp is not None
+    assert server.summary.inputs.udp.kernel_drops == 0  # /proc/net/udp6 read at close
+
+
 async def test_udp_address_in_use_is_one_clear_error(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
@@ -258,6 +280,20 @@ async def test_udp_status_line_and_metrics(tmp_path: Path) -> None:
     assert samples["trio_aggregator_serve_udp_records_total"] == 30
     assert samples["trio_aggregator_serve_udp_kernel_drops_total"] == 0
     assert "trio_aggregator_serve_tls_handshake_failures_total" not in samples
+
+
+@pytest.mark.parametrize(
+    ("family", "host"), [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")]
+)
+def test_proc_drops_reads_the_kernels_count(family: socket.AddressFamily, host: str) -> None:
+    with socket.socket(family, socket.SOCK_DGRAM) as unread:
+        unread.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a few datagrams
+        unread.bind((host, 0))
+        assert proc_drops(unread) == 0
+        with socket.socket(family, socket.SOCK_DGRAM) as client:
+            for _ in range(200):
+                client.sendto(b"x" * 100, unread.getsockname())
+        assert 0 < proc_drops(unread) < 200
 
 
 def test_proc_drops_of_an_unknown_socket_is_zero() -> None:
