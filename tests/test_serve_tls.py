@@ -367,3 +367,23 @@ async def test_tls_connection_cut_at_shutdown_counts_its_unread_bytes(
     assert summary is not None
     assert summary.losses.lines["unread"] >= 1
     assert summary.losses.bytes["unread"] > 0
+
+
+@pytest.mark.parametrize(
+    ("handshake_done", "expected"), [(True, (0, 9, False)), (False, (0, 0, True))]
+)
+def test_count_unread_under_tls(handshake_done: bool, expected: tuple[int, int, bool]) -> None:
+    """Encrypted bytes count as one line at least; none before the handshake is done."""
+    from trio_aggregator._serve._listeners import count_unread
+
+    class Layer:
+        def __init__(self, inner: trio.SocketStream) -> None:
+            self.transport_stream = inner
+            self.handshake_done = handshake_done
+
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        b.sendall(b"encrypted")
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(a))
+        assert count_unread(Layer(stream), 4096, 1 << 20) == expected  # type: ignore[arg-type]

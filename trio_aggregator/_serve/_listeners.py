@@ -126,8 +126,8 @@ def count_unread(
     cannot be counted, so they count as one line (at least one record is lost).
     """
     beneath = _beneath(stream)
-    if beneath is None:
-        return 0, 0, True
+    if beneath is None or not getattr(stream, "handshake_done", True):
+        return 0, 0, True  # not a socket, or a TLS handshake cut: no line sent yet
     newlines = nbytes = 0
     last = b"\n"
     try:

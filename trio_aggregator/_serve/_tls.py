@@ -107,6 +107,11 @@ class TlsServerStream(trio.abc.Stream):
         self._failed = False
 
     @property
+    def handshake_done(self) -> bool:
+        """Whether the handshake succeeded (before it, no line can have been sent)."""
+        return self._handshaken
+
+    @property
     def transport_stream(self) -> trio.SocketStream:
         """The TCP connection beneath (for the peer's address)."""
         return self._ssl.transport_stream
