@@ -28,6 +28,7 @@ from ._argtypes import (
     size_arg,
 )
 from ._demo import DemoOptions, run_demo
+from ._input_args import add_input_arguments, input_options
 from ._lines import DEFAULT_MAX_LINE_BYTES
 from ._listeners import parse_tcp_address
 from ._options import (
@@ -61,6 +62,10 @@ examples:
   {PROG} serve --metrics 9464
       also serve Prometheus metrics on http://127.0.0.1:9464/metrics
       (needs the extra: python -m pip install 'trio-aggregator[prometheus]')
+  {PROG} serve --tcp 0.0.0.0:6514 --tls-cert server.crt --tls-key server.key
+      TLS on the TCP address (Unix sockets stay plain)
+  {PROG} serve --udp 127.0.0.1:514 --tcp 127.0.0.1:5140
+      also one record per UDP datagram (e.g. logger --udp -n 127.0.0.1 -P 514 hi)
   echo hello | nc -N 127.0.0.1 5140
       send one line (OpenBSD netcat; -q0 with traditional netcat)
 
@@ -246,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a line the server cuts (idle timeout, shutdown): 'mark' writes it followed by"
         " ' [cut by trio-aggregator: REASON]'; 'drop' drops it, counted lost (default mark)",
     )
+    add_input_arguments(serve)
     display = serve.add_argument_group("display")
     display.add_argument(
         "--status-interval",
@@ -301,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve_options(args: argparse.Namespace) -> ServeOptions:
     tcp: list[tuple[str, int]] = args.tcp or []
     unix: list[str] = args.unix or []
-    if not tcp and not unix:
+    if not tcp and not unix and not args.udp:
         tcp = [parse_tcp_address(DEFAULT_TCP)]
     return ServeOptions(
         tcp=tuple(tcp),
@@ -323,6 +329,7 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
         quiet=args.quiet,
         status_interval=args.status_interval,
         metrics=args.metrics,
+        **input_options(args),
     )
 
 

@@ -15,7 +15,7 @@ import trio
 
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
     from wsgiref.simple_server import WSGIServer
 
     from prometheus_client import CollectorRegistry
@@ -53,6 +53,10 @@ class MetricsEndpoint:
     def register_losses(self, losses: Callable[[], LossSnapshot]) -> None:
         """Serve the server's own counts of lines lost (*losses* gives a snapshot)."""
         self._registry.register(_LossCollector(losses))
+
+    def register_counts(self, counts: Callable[[], Sequence[tuple[str, str, int]]]) -> None:
+        """Serve counters given by *counts* as ``(name, help, value)`` (on every scrape)."""
+        self._registry.register(_CountsCollector(counts))
 
     def stop(self) -> None:
         """Stop serving; blocks up to 0.5 s (the server polls at that interval)."""
@@ -98,3 +102,16 @@ class _LossCollector:
             for reason, value in counts.items():
                 family.add_metric([reason], value)
             yield family
+
+
+class _CountsCollector:
+    """Counters from a function giving ``(name, help, value)`` triples (name sans ``_total``)."""
+
+    def __init__(self, counts: Callable[[], Sequence[tuple[str, str, int]]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import CounterMetricFamily
+
+        for name, documentation, value in self._counts():
+            yield CounterMetricFamily(name, documentation, value=value)

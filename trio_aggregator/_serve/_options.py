@@ -11,6 +11,7 @@ from trio_aggregator import AggregatorConfig
 from ._checks import count, flag, seconds
 from ._collector import SHUTDOWN_IDLE, CutRecords
 from ._lines import DEFAULT_MAX_LINE_BYTES
+from ._tls import HANDSHAKE_TIMEOUT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -158,9 +159,29 @@ class ServeOptions:
     It needs prometheus-client (the ``prometheus`` extra); None: no metrics.
     """
 
+    # -- TLS and UDP inputs (``_inputs``)
+
+    udp: tuple[tuple[str, int], ...] = ()
+    """UDP addresses to read datagrams on, one record each, as ``(host, port)``."""
+
+    tls_cert: str | None = None
+    """PEM certificate chain: serve TLS on every TCP address (with ``tls_key``)."""
+
+    tls_key: str | None = None
+    """PEM private key of ``tls_cert`` (not encrypted)."""
+
+    tls_handshake_timeout: float = attrs.field(
+        default=HANDSHAKE_TIMEOUT, validator=seconds(positive=True, at_least=MIN_INTERVAL)
+    )
+    """Seconds a TLS client gets to finish its handshake."""
+
     def __attrs_post_init__(self) -> None:
-        if not self.tcp and not self.unix:
-            raise ValueError("give at least one TCP address or Unix socket path")
+        if not self.tcp and not self.unix and not self.udp:
+            raise ValueError("give at least one TCP address, Unix socket path or UDP address")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
+        if self.tls_cert is not None and not self.tcp:
+            raise ValueError("TLS is served on TCP addresses: give at least one (--tcp)")
         if any(not path for path in self.unix):
             raise ValueError("a Unix socket path must not be empty")
         if self.output == "-" and self.rotate_bytes is not None:

@@ -37,6 +37,8 @@ from trio_aggregator import (
 )
 
 from ._collector import LineCollector
+from ._errors import ServeError
+from ._inputs import ServerInputs
 from ._listeners import (
     format_address,
     open_unix_listener,
@@ -55,10 +57,6 @@ if TYPE_CHECKING:
     from ._options import ServeOptions
 
 __all__ = ["LineServer", "ServeError", "run_server"]
-
-
-class ServeError(Exception):
-    """The server cannot start (output not writable, address in use, ...): one clear line."""
 
 
 class LineServer:
@@ -92,6 +90,7 @@ class LineServer:
             line_timeout=options.line_timeout,
             max_per_address=options.max_per_address,
         )
+        self.inputs = ServerInputs(options, self._write, self.losses)  # TLS, UDP
         self.tcp_addresses: list[tuple[str, int]] = []
         self.unix_paths: list[str] = []
         self._metrics: MetricsEndpoint | None = None
@@ -122,7 +121,7 @@ class LineServer:
     def addresses(self) -> list[str]:
         """Every address listened on, as printed: ``HOST:PORT`` or ``unix:PATH``."""
         tcp = [format_address(host, port) for host, port in self.tcp_addresses]
-        return tcp + [f"unix:{path}" for path in self.unix_paths]
+        return tcp + [f"unix:{path}" for path in self.unix_paths] + self.inputs.addresses
 
     def message(self, text: str) -> None:
         """Print one line on stderr (clearing the status line first if it is shown)."""
@@ -141,9 +140,11 @@ class LineServer:
         """
         self._shutdown_requested = True
         self.collector.stop(self.options.shutdown_timeout)
+        self.inputs.stop()
         if force:
             self._force = True
             self.collector.abort()
+            self.inputs.abort()
 
     async def wait_finished(self) -> None:
         """Return once `run` has finished (drained, closed, summary printed)."""
@@ -240,7 +241,7 @@ class LineServer:
             async with AsyncExitStack() as stack:
                 sink = self._open_sink(stack)
                 stack.callback(sink.close)
-                listeners = await self._open_listeners(stack)
+                listeners = await self.inputs.open(stack, await self._open_listeners(stack))
                 self._metrics = await self._start_metrics()
                 if self._metrics is not None:
                     stack.push_async_callback(_in_thread_shielded, self._metrics.stop)
@@ -253,7 +254,7 @@ class LineServer:
                 started = trio.current_time()
                 await self._serve(sink, listeners, receiver, task_status)
                 server = self.collector.statistics()
-                self._output.count_drain_losses(server.lines, server.bytes_accepted)
+                self._output.count_drain_losses(*self.inputs.accepted(server))
                 final_errors = await self._close_sink(sink)
                 self._status.clear()
                 summary = self.summary = self._summary(
@@ -291,12 +292,13 @@ class LineServer:
             rotations=sink.rotations if isinstance(sink, RotatingFileSink) else 0,
             cut_records=self.options.cut_records,
             final_errors=final_errors,
+            inputs=self.inputs.statistics(),
         )
 
     async def _serve(
         self,
         sink: FileSink,
-        listeners: Sequence[trio.SocketListener],
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
         receiver: AsyncIterator[int] | None,
         task_status: trio.TaskStatus[LineServer],
     ) -> None:
@@ -307,6 +309,7 @@ class LineServer:
             if self._metrics is not None:
                 self._metrics.register(aggregator)
                 self._metrics.register_losses(self.losses.snapshot)
+                self.inputs.register_metrics(self._metrics)
             try:
                 if receiver is not None:
                     nursery.start_soon(self._watch_signals, receiver)
@@ -314,6 +317,7 @@ class LineServer:
                     nursery.start_soon(self._status.show, self.status_line)
                 async with trio.open_nursery() as serving:
                     await serving.start(self.collector.serve, listeners)
+                    serving.start_soon(self.inputs.serve)
                     if self._shutdown_requested:
                         self.collector.stop(self.options.shutdown_timeout)
                     task_status.started(self)
@@ -372,9 +376,9 @@ class LineServer:
     def status_line(self, seconds: float, previous: tuple[int, int]) -> tuple[str, tuple[int, int]]:
         """The status text over the last *seconds*, and the counts to pass next time."""
         assert self._aggregator is not None
-        server = self.collector.statistics()
+        server, inputs = self.collector.statistics(), self.inputs.statistics()
         agg = self._aggregator.statistics()
-        lines, nbytes = server.lines, agg.bytes_written
+        lines, nbytes = server.lines + inputs.lines, agg.bytes_written
         seconds = max(seconds, 1e-9)
         errors = agg.writer_errors + agg.callback_errors + server.accept_errors
         text = (
@@ -383,7 +387,7 @@ class LineServer:
             f" | buffered {agg.nb_processing - agg.nb_held:,}/{agg.buffer_size:,}"
             f" (+{agg.nb_held:,} in the writer's batch)"
             f" | blocked {agg.nb_waiting:,} | errors {errors:,}"
-            f" | lost {self.losses.snapshot().total_lines:,} lines"
+            f" | lost {self.losses.snapshot().total_lines:,} lines{inputs.status()}"
         )
         return text, (lines, nbytes)
 

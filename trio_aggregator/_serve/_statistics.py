@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from trio_aggregator import AggregatorStatistics
 
+    from ._inputs import InputStatistics
     from ._losses import LossSnapshot
 
 __all__ = ["Counters", "ServeSummary", "ServerStatistics", "format_table"]
@@ -95,6 +96,13 @@ class ServeSummary:
     """Lines and bytes read and not written, by reason."""
     final_errors: tuple[str, ...] = ()
     """Problems met while closing the output (a failed final fsync...)."""
+    inputs: InputStatistics | None = None
+    """The TLS and UDP figures (UDP kernel drops are shown, not in `ok`: never read)."""
+
+    @property
+    def lines(self) -> int:
+        """Lines handed to the aggregator, from every input (UDP records included)."""
+        return self.server.lines + (self.inputs.lines if self.inputs is not None else 0)
 
     @property
     def ok(self) -> bool:
@@ -118,7 +126,7 @@ class ServeSummary:
         agg = self.aggregator
         seconds = max(self.seconds, 1e-9)
         return [
-            ("lines/s", f"{self.server.lines / seconds:,.0f}"),
+            ("lines/s", f"{self.lines / seconds:,.0f}"),
             ("MB/s", f"{agg.bytes_written / seconds / 1e6:,.1f}"),
             ("writer calls", f"{agg.writer_calls:,}"),
             (
@@ -134,7 +142,7 @@ class ServeSummary:
         rows = [
             ("seconds", f"{self.seconds:.2f}"),
             ("connections", f"{s.connections_total:,} (peak {s.connections_peak:,} at once)"),
-            ("lines", f"{s.lines:,}"),
+            ("lines", f"{self.lines:,}"),
             ("bytes received", f"{s.bytes_received:,}"),
             ("bytes written", f"{agg.bytes_written:,}"),
             *self.throughput_rows(),
@@ -145,6 +153,7 @@ class ServeSummary:
             ("line timeouts", f"{s.line_timeouts:,}"),
             ("refused", f"{s.refused_per_address:,} (too many from one address)"),
             ("resets", f"{s.resets:,}"),
+            *(self.inputs.rows() if self.inputs is not None else ()),
             ("errors", f"{agg.writer_errors + agg.callback_errors + s.accept_errors:,}"),
             ("lost lines", self.losses.describe()),
             ("dropped writes", f"{agg.dropped:,} (aggregator items: chunks of lines)"),
