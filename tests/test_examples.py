@@ -7,11 +7,14 @@ never runtime ones: these tests need them and do not skip without them.
 
 from __future__ import annotations
 
+import ast
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import trio
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -19,7 +22,7 @@ EXAMPLES = ROOT / "examples"
 # The examples that check their own output and end by printing "verified".
 SELF_CHECKING = ("structlog_json.py", "loguru_sink.py", "thread_print.py")
 # The examples whose output a test below checks.
-CHECKED_HERE = ("first_example.py",)
+CHECKED_HERE = ("first_example.py", "log_server.py")
 
 
 def run_example(
@@ -68,6 +71,84 @@ def test_the_first_example_writes_every_line_whole_and_in_order(tmp_path: Path) 
     assert _lines_by_source(text) == dict.fromkeys(("alpha", "beta", "gamma"), expected)
 
 
+CLIENTS = 8
+LINES_PER_CLIENT = 300
+
+
+def _client_lines(client: int) -> list[bytes]:
+    """Lines of varied length; the last one of odd clients has no newline."""
+    lines = [
+        b"client%d: line %04d %s\n" % (client, i, b"x" * (i % 97)) for i in range(LINES_PER_CLIENT)
+    ]
+    if client % 2:
+        lines[-1] = lines[-1].rstrip(b"\n")
+    return lines
+
+
+async def _log_client(port: int, client: int) -> None:
+    """Send this client's lines in chunks that cut lines, then wait for the server's close.
+
+    Once the server has closed the connection, it has read every line of it, so a stop
+    asked for afterwards must write them all.
+    """
+    data = b"".join(_client_lines(client))
+    chunk = 700 + 13 * client
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        for start in range(0, len(data), chunk):
+            await stream.send_all(data[start : start + chunk])
+        await stream.send_eof()
+        assert await stream.receive_some() == b""
+
+
+async def _read_until_newline(stream: trio.abc.ReceiveStream) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = await stream.receive_some()
+        assert chunk, f"the server exited before saying where it listens: {data!r}"
+        data += chunk
+    return data
+
+
+async def test_the_log_server_example_writes_every_line_of_every_client(tmp_path: Path) -> None:
+    output = tmp_path / "server.log"
+    command = [sys.executable, str(EXAMPLES / "log_server.py"), "--port", "0"]
+    process = await trio.lowlevel.open_process(
+        [*command, "--output", str(output)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    try:
+        with trio.fail_after(60):
+            banner = await _read_until_newline(process.stdout)
+            assert banner.startswith(b"listening on port ")
+            port = int(banner.split()[-1])
+            async with trio.open_nursery() as clients:
+                for client in range(CLIENTS):
+                    clients.start_soon(_log_client, port, client)
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+            rest = b"".join([chunk async for chunk in process.stdout])
+            errors = b"".join([chunk async for chunk in process.stderr])
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    total = CLIENTS * LINES_PER_CLIENT
+    assert rest.decode() == f"{total} lines written to {output}\n"
+    assert errors == b""
+    text = output.read_bytes()
+    assert text.endswith(b"\n")
+    by_client: dict[bytes, list[bytes]] = {}
+    for line in text.splitlines(keepends=True):
+        by_client.setdefault(line.split(b":", 1)[0], []).append(line)
+    expected = {
+        b"client%d" % c: [line.rstrip(b"\n") + b"\n" for line in _client_lines(c)]
+        for c in range(CLIENTS)
+    }
+    assert by_client == expected  # every line whole, none lost or doubled, each client's order
+
+
 def _readme_block_after(heading: str) -> str:
     readme = (ROOT / "README.md").read_text()
     section = readme.split(f"\n{heading}\n", 1)[1]
@@ -95,3 +176,16 @@ def test_the_recipe_libraries_are_test_dependencies() -> None:
     for name in ("structlog", "loguru"):
         assert name not in runtime
         assert f'"{name}' in test_extra
+
+
+def test_the_log_server_is_40_lines_of_code() -> None:
+    """The tutorial's title says so: lines that are not blank, comments or the docstring."""
+    source = (EXAMPLES / "log_server.py").read_text()
+    docstring_end = ast.parse(source).body[0].end_lineno or 0
+    code = [
+        line
+        for number, line in enumerate(source.splitlines(), 1)
+        if number > docstring_end and line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert len(code) <= 40
+    assert "A Trio log server in 40 lines" in (ROOT / "docs" / "tutorial.rst").read_text()
