@@ -12,17 +12,26 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 # The examples that check their own output and end by printing "verified".
-SELF_CHECKING = ("structlog_json.py", "loguru_sink.py", "thread_print.py")
+SELF_CHECKING = (
+    "structlog_json.py",
+    "loguru_sink.py",
+    "thread_print.py",
+    "quickstart_pieces.py",
+)
 # The examples whose output a test below checks.
-CHECKED_HERE = ("first_example.py", "log_server.py")
+CHECKED_HERE = ("first_example.py", "log_server.py", "graceful_shutdown.py")
 
 
 def run_example(
@@ -110,22 +119,22 @@ async def _read_until_newline(stream: trio.abc.ReceiveStream) -> bytes:
     return data
 
 
-async def test_the_log_server_example_writes_every_line_of_every_client(tmp_path: Path) -> None:
-    output = tmp_path / "server.log"
-    command = [sys.executable, str(EXAMPLES / "log_server.py"), "--port", "0"]
+async def _run_until_signalled(
+    name: str, *args: str, while_running: Callable[[bytes], Awaitable[object]]
+) -> tuple[bytes, bytes]:
+    """Run ``examples/<name>``; once it has printed its first line, await
+    *while_running* (with that line), send it SIGTERM and check that it exits 0 with
+    nothing on stderr. Returns its first line and the rest of its output."""
+    command = [sys.executable, str(EXAMPLES / name), *args]
     process = await trio.lowlevel.open_process(
-        [*command, "--output", str(output)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     assert process.stdout is not None
     assert process.stderr is not None
     try:
         with trio.fail_after(60):
             banner = await _read_until_newline(process.stdout)
-            assert banner.startswith(b"listening on port ")
-            port = int(banner.split()[-1])
-            async with trio.open_nursery() as clients:
-                for client in range(CLIENTS):
-                    clients.start_soon(_log_client, port, client)
+            await while_running(banner)
             process.send_signal(signal.SIGTERM)
             assert await process.wait() == 0
             rest = b"".join([chunk async for chunk in process.stdout])
@@ -134,9 +143,24 @@ async def test_the_log_server_example_writes_every_line_of_every_client(tmp_path
         if process.returncode is None:
             process.kill()
             await process.wait()
+    assert errors == b""
+    return banner, rest
+
+
+async def test_the_log_server_example_writes_every_line_of_every_client(tmp_path: Path) -> None:
+    output = tmp_path / "server.log"
+
+    async def send_from_clients(banner: bytes) -> None:
+        assert banner.startswith(b"listening on port ")
+        async with trio.open_nursery() as clients:
+            for client in range(CLIENTS):
+                clients.start_soon(_log_client, int(banner.split()[-1]), client)
+
+    _, rest = await _run_until_signalled(
+        "log_server.py", "--port", "0", "--output", str(output), while_running=send_from_clients
+    )
     total = CLIENTS * LINES_PER_CLIENT
     assert rest.decode() == f"{total} lines written to {output}\n"
-    assert errors == b""
     text = output.read_bytes()
     assert text.endswith(b"\n")
     by_client: dict[bytes, list[bytes]] = {}
@@ -147,6 +171,23 @@ async def test_the_log_server_example_writes_every_line_of_every_client(tmp_path
         for c in range(CLIENTS)
     }
     assert by_client == expected  # every line whole, none lost or doubled, each client's order
+
+
+async def test_the_shutdown_example_writes_every_tick_it_accepted(tmp_path: Path) -> None:
+    output = tmp_path / "ticks.log"
+
+    async def some_ticks(banner: bytes) -> None:
+        assert banner == b"running: stop it with Ctrl+C or SIGTERM\n"
+        while not output.exists() or output.stat().st_size < 30:
+            await trio.sleep(0.01)  # a few ticks written: a real process, real time
+
+    _, rest = await _run_until_signalled(
+        "graceful_shutdown.py", "--output", str(output), while_running=some_ticks
+    )
+    lines = output.read_text().splitlines()
+    assert len(lines) >= 3
+    assert lines == [f"tick {i}" for i in range(len(lines))]
+    assert rest.decode() == f"stopped: {len(lines)} lines written, 0 dropped\n"
 
 
 def _readme_block_after(heading: str) -> str:
