@@ -24,12 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
 # The examples that check their own output and end by printing "verified".
-SELF_CHECKING = (
-    "structlog_json.py",
-    "loguru_sink.py",
-    "thread_print.py",
-    "quickstart_pieces.py",
-)
+SELF_CHECKING: dict[str, tuple[str, ...]] = {
+    "structlog_json.py": (),
+    "loguru_sink.py": (),
+    "thread_print.py": (),
+    "quickstart_pieces.py": (),
+    "prometheus_metrics.py": ("--port", "0"),  # any free port
+}
 # The examples whose output a test below checks.
 CHECKED_HERE = ("first_example.py", "log_server.py", "graceful_shutdown.py")
 
@@ -57,7 +58,7 @@ def test_every_example_is_run_and_checked() -> None:
 
 @pytest.mark.parametrize("name", SELF_CHECKING)
 def test_the_recipe_runs_and_verifies_itself(name: str) -> None:
-    result = run_example(name)
+    result = run_example(name, *SELF_CHECKING[name])
     assert result.stdout.splitlines()[-1] == "verified"
     assert result.stderr == ""
 
