@@ -30,6 +30,7 @@ SELF_CHECKING: dict[str, tuple[str, ...]] = {
     "thread_print.py": (),
     "quickstart_pieces.py": (),
     "prometheus_metrics.py": ("--port", "0"),  # any free port
+    "writer_errors.py": (),
 }
 # The examples whose output a test below checks.
 CHECKED_HERE = ("first_example.py", "log_server.py", "graceful_shutdown.py")
