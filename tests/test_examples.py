@@ -33,7 +33,7 @@ SELF_CHECKING: dict[str, tuple[str, ...]] = {
     "writer_errors.py": (),
 }
 # The examples whose output a test below checks.
-CHECKED_HERE = ("first_example.py", "log_server.py", "graceful_shutdown.py")
+CHECKED_HERE = ("first_example.py", "log_server.py", "graceful_shutdown.py", "send_lines.py")
 
 
 def run_example(
@@ -84,6 +84,7 @@ def test_the_first_example_writes_every_line_whole_and_in_order(tmp_path: Path) 
 
 CLIENTS = 8
 LINES_PER_CLIENT = 300
+SHELL_LINES = ("shell: one", "shell: two", "shell: three")
 
 
 def _client_lines(client: int) -> list[bytes]:
@@ -154,14 +155,18 @@ async def test_the_log_server_example_writes_every_line_of_every_client(tmp_path
 
     async def send_from_clients(banner: bytes) -> None:
         assert banner.startswith(b"listening on port ")
+        port = int(banner.split()[-1])
         async with trio.open_nursery() as clients:
             for client in range(CLIENTS):
-                clients.start_soon(_log_client, int(banner.split()[-1]), client)
+                clients.start_soon(_log_client, port, client)
+        # And the serving page's client, as a reader would run it.
+        command = [sys.executable, str(EXAMPLES / "send_lines.py"), "--port", str(port)]
+        await trio.run_process([*command, *SHELL_LINES])
 
     _, rest = await _run_until_signalled(
         "log_server.py", "--port", "0", "--output", str(output), while_running=send_from_clients
     )
-    total = CLIENTS * LINES_PER_CLIENT
+    total = CLIENTS * LINES_PER_CLIENT + len(SHELL_LINES)
     assert rest.decode() == f"{total} lines written to {output}\n"
     text = output.read_bytes()
     assert text.endswith(b"\n")
@@ -172,6 +177,7 @@ async def test_the_log_server_example_writes_every_line_of_every_client(tmp_path
         b"client%d" % c: [line.rstrip(b"\n") + b"\n" for line in _client_lines(c)]
         for c in range(CLIENTS)
     }
+    expected[b"shell"] = [line.encode() + b"\n" for line in SHELL_LINES]
     assert by_client == expected  # every line whole, none lost or doubled, each client's order
 
 
