@@ -31,6 +31,7 @@ SELF_CHECKING: dict[str, tuple[str, ...]] = {
     "quickstart_pieces.py": (),
     "prometheus_metrics.py": ("--port", "0"),  # any free port
     "writer_errors.py": (),
+    "logging_handler.py": (),
 }
 # The examples whose output a test below checks.
 CHECKED_HERE = ("first_example.py", "log_server.py", "graceful_shutdown.py", "send_lines.py")
@@ -238,3 +239,26 @@ def test_the_log_server_is_40_lines_of_code() -> None:
     ]
     assert len(code) <= 40
     assert "A Trio log server in 40 lines" in (ROOT / "docs" / "tutorial.rst").read_text()
+
+
+def test_the_python_in_the_docs_comes_from_examples() -> None:
+    """Python shown in the docs is a file of examples/ (included), so the tests run it.
+
+    A fragment where a whole program would be silly is allowed when the comment
+    ``.. fragment: <why>`` stands right above its ``code-block``.
+    """
+    unmarked: list[str] = []
+    for page in sorted((ROOT / "docs").glob("*.rst")):
+        lines = page.read_text().splitlines()
+        for number, line in enumerate(lines):
+            if line.strip() in (".. code-block:: python", ".. code-block:: py"):
+                above = [text.strip() for text in lines[max(0, number - 2) : number]]
+                if not any(text.startswith(".. fragment:") for text in above):
+                    unmarked.append(f"{page.name}:{number + 1}")
+            if line.strip().startswith(".. literalinclude::"):
+                target = (page.parent / line.split("::", 1)[1].strip()).resolve()
+                assert target.parent == EXAMPLES, f"{page.name}:{number + 1}"
+                assert target.exists(), f"{page.name}:{number + 1}"
+    assert unmarked == [], "Python in the docs that is not an included example"
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count("```python") == 1  # the first example, checked above
