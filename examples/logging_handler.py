@@ -30,7 +30,7 @@ from trio_aggregator import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Generator
 
 SOURCES = 3
 RECORDS = 200
@@ -38,7 +38,7 @@ log = logging.getLogger("app")
 
 
 @contextlib.contextmanager
-def logging_to(agg: Aggregator) -> Iterator[AggregatorHandler]:
+def logging_to(agg: Aggregator) -> Generator[AggregatorHandler]:
     handler = AggregatorHandler(agg, when_full="block")
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
