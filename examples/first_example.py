@@ -12,11 +12,11 @@ async def producer(agg: Aggregator, name: str) -> None:
 
 
 async def main() -> None:
-    sink = FileSink("out.log")  # appends from a worker thread: the event loop never blocks
+    sink = FileSink("out.log")  # writes from a worker thread: never blocks the loop
     config = AggregatorConfig(
         writer=sink.write,
         buffer_size=1000,
-        batch_max_items=64,  # one file write for whatever is buffered, up to 64 lines
+        batch_max_items=64,  # one file write for up to 64 buffered lines
         sync_fn=sink.sync,  # fsync every second, never in the middle of a write
         sync_interval=1.0,
     )
@@ -28,8 +28,8 @@ async def main() -> None:
     ):
         for name in ("alpha", "beta", "gamma"):
             producers.start_soon(producer, agg, name)
-    # The producers finished, then open_aggregator delivered every accepted write to the
-    # file, then the sink closed it.
+    # The producers finished, then open_aggregator delivered every accepted write
+    # to the file, then the sink closed it.
 
 
 trio.run(main)

@@ -29,19 +29,25 @@ async def serve(agg: Aggregator) -> None:
 async def main(output: str) -> None:
     sink = FileSink(output)
     config = AggregatorConfig(writer=sink.write, buffer_size=1000, batch_max_items=64)
-    async with sink, trio.open_nursery() as nursery, open_aggregator(nursery, config) as agg:
+    async with (
+        sink,
+        trio.open_nursery() as nursery,
+        open_aggregator(nursery, config) as agg,
+    ):
         nursery.start_soon(serve, agg)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             print("running: stop it with Ctrl+C or SIGTERM", flush=True)
             async for _ in signals:
                 break
         nursery.cancel_scope.cancel()
-    # Cancelled, open_aggregator still wrote out its buffer, then the sink closed the file.
+    # Cancelled, open_aggregator still wrote out its buffer; the sink closed the file.
     s = agg.statistics()
     print(f"stopped: {s.items_written} lines written, {s.dropped} dropped")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Write ticks to a file until a signal.")
+    parser = argparse.ArgumentParser(
+        description="Write ticks to a file until a signal."
+    )
     parser.add_argument("--output", default="ticks.log", help="the file to append to")
     trio.run(main, parser.parse_args().output)

@@ -2,12 +2,12 @@
 
 An `AggregatorHandler` on the root logger hands every record to the aggregator: from
 the Trio thread without ever blocking the event loop, from other threads waiting for
-room (``when_full="block"``). ``handler.dropped`` counts the records that did not get
-in.
+room (``when_full="block"``). ``handler.dropped`` counts the records that did not
+get in.
 
-Run it: ``python examples/logging_handler.py`` (it writes in a temporary directory). It
-checks that every record is in the file, whole, each source's in order, and prints
-``verified``.
+Run it: ``python examples/logging_handler.py`` (it writes in a temporary directory).
+It checks that every record is in the file, whole, each source's in order, and
+prints ``verified``.
 """
 
 from __future__ import annotations
@@ -64,8 +64,14 @@ async def main(path: Path) -> int:
     sink = FileSink(path)
     # Records logged on the Trio thread never wait: a buffer with no room drops them
     # (counted). Size the buffer for the bursts, and keep an eye on handler.dropped.
-    config = AggregatorConfig(writer=sink.write, buffer_size=10_000, batch_max_items=256)
-    async with sink, trio.open_nursery() as nursery, open_aggregator(nursery, config) as agg:
+    config = AggregatorConfig(
+        writer=sink.write, buffer_size=10_000, batch_max_items=256
+    )
+    async with (
+        sink,
+        trio.open_nursery() as nursery,
+        open_aggregator(nursery, config) as agg,
+    ):
         with logging_to(agg) as handler:
             async with trio.open_nursery() as sources:
                 for n in range(SOURCES):

@@ -1,13 +1,15 @@
 """Two aggregators exported to Prometheus through one collector, scraped once.
 
-``register`` puts a collector for the first aggregator in prometheus-client's default
-registry, ``add`` puts the second in the same collector (one metric family, one series
-per label set), and prometheus-client's HTTP server serves the registry from a thread of
-its own. The program then scrapes its own ``/metrics`` page, as Prometheus would, and
-checks the written-items counter of each aggregator; it prints ``verified``.
+``register`` puts a collector for the first aggregator in prometheus-client's
+default registry, ``add`` puts the second in the same collector (one metric family,
+one series per label set), and prometheus-client's HTTP server serves the registry
+from a thread of its own. The program then scrapes its own ``/metrics`` page, as
+Prometheus would, and checks the written-items counter of each aggregator; it prints
+``verified``.
 
 Run it: ``python examples/prometheus_metrics.py [--port 9464]`` (needs the
-``prometheus`` extra; ``--port 0``: any free port). It writes in a temporary directory.
+``prometheus`` extra; ``--port 0``: any free port). It writes in a temporary
+directory.
 """
 
 from __future__ import annotations
@@ -67,7 +69,9 @@ EXPECTED = (
 )
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Export two aggregators and scrape them.")
+    parser = argparse.ArgumentParser(
+        description="Export two aggregators and scrape them."
+    )
     parser.add_argument("--port", type=int, default=9464, help="0: any free port")
     with tempfile.TemporaryDirectory() as tmp:
         text = trio.run(main, Path(tmp), parser.parse_args().port)

@@ -1,11 +1,13 @@
 """The quick start's other pieces, each a function, run one after the other and checked.
 
 The quick start shows these functions one at a time (``literalinclude`` with
-``:pyobject:``): another way to start an aggregator, batching into a file, a sender per
-producer, flush, a monitor of the metrics, periodic callbacks. ``main`` runs each and
-checks what it did; it prints ``verified`` when everything is as it should be.
+``:pyobject:``): another way to start an aggregator, batching into a file, a sender
+per producer, flush, a monitor of the metrics, periodic callbacks. ``main`` runs
+each and checks what it did; it prints ``verified`` when everything is as it should
+be.
 
-Run it: ``python examples/quickstart_pieces.py`` (it writes in a temporary directory).
+Run it: ``python examples/quickstart_pieces.py`` (it writes in a temporary
+directory).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def batching_config(sink: FileSink) -> AggregatorConfig:
         writer=sink.write_blocking,  # a blocking write...
         writer_thread=True,  # ...so it runs in a worker thread
         buffer_size=10_000,
-        batch_max_items=256,  # at most 256 items per call, only what is already buffered
+        batch_max_items=256,  # up to 256 items per call, of those already buffered
         batch_max_bytes=1 << 20,  # and at most 1 MiB
     )
 
@@ -79,7 +81,9 @@ async def monitor(agg: Aggregator, interval: float = 5.0) -> None:
         await trio.sleep(interval)
 
 
-def periodic_config(sink: FileSink, heartbeat: trio.Event, every: float = 1.0) -> AggregatorConfig:
+def periodic_config(
+    sink: FileSink, heartbeat: trio.Event, every: float = 1.0
+) -> AggregatorConfig:
     return AggregatorConfig(
         writer=sink.write,
         buffer_size=1000,
@@ -95,11 +99,15 @@ async def main(directory: Path) -> list[str]:
     problems: list[str] = []
     lines: list[bytes] = []
     async with trio.open_nursery() as nursery:
-        await with_connect(nursery, AggregatorConfig(writer=lines.append, buffer_size=10))
+        await with_connect(
+            nursery, AggregatorConfig(writer=lines.append, buffer_size=10)
+        )
         if lines != [b"written through connect_aggregator\n"]:
             problems.append(f"connect_aggregator: {lines}")
 
-        agg = await as_a_service(nursery, AggregatorConfig(writer=lines.append, buffer_size=10))
+        agg = await as_a_service(
+            nursery, AggregatorConfig(writer=lines.append, buffer_size=10)
+        )
         await save(agg, b"saved\n")
         if lines[-1] != b"saved\n":
             problems.append("flush returned before the writer had the record")
@@ -124,7 +132,11 @@ async def main(directory: Path) -> list[str]:
     sink = FileSink(directory / "synced.log")
     heartbeat = trio.Event()
     config = periodic_config(sink, heartbeat, every=0.05)
-    async with sink, trio.open_nursery() as nursery, open_aggregator(nursery, config) as agg:
+    async with (
+        sink,
+        trio.open_nursery() as nursery,
+        open_aggregator(nursery, config) as agg,
+    ):
         await agg.write(b"one line\n")
         with trio.fail_after(10):
             await heartbeat.wait()  # async_fn ran

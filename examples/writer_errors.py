@@ -1,10 +1,11 @@
 """A writer that fails: retries, then a dead-letter file; and a write with a time limit.
 
 ``send_to_collector`` stands for a network client that raises on errors: here it
-refuses any batch with a "poison" record in it. The aggregator retries a failing batch
-5 times (0.1 + 0.2 + 0.4 + 0.8 + 1.6 s), then hands it to ``dead_letter``, which appends
-it to a spill file: every record ends up either at the collector or in the spill file,
-once. Then ``write_within`` gives up on a write that finds no room in time.
+refuses any batch with a "poison" record in it. The aggregator retries a failing
+batch 5 times (0.1 + 0.2 + 0.4 + 0.8 + 1.6 s), then hands it to ``dead_letter``,
+which appends it to a spill file: every record ends up either at the collector or in
+the spill file, once. Then ``write_within`` gives up on a write that finds no room
+in time.
 
 Run it: ``python examples/writer_errors.py`` (about 3 s; it writes in a temporary
 directory). The aggregator logs the failures; the program checks what went where and
@@ -70,7 +71,11 @@ async def main(directory: Path) -> list[str]:
     collector = Collector()
     spill = FileSink(directory / "undelivered.log")
     config = retry_then_spill(collector.send_to_collector, spill)
-    async with spill, trio.open_nursery() as nursery, open_aggregator(nursery, config) as agg:
+    async with (
+        spill,
+        trio.open_nursery() as nursery,
+        open_aggregator(nursery, config) as agg,
+    ):
         for record in RECORDS:
             await agg.write(record)
     stats = agg.statistics()
@@ -88,7 +93,10 @@ async def main(directory: Path) -> list[str]:
         await held.wait()
 
     config = AggregatorConfig(writer=slow_writer, buffer_size=1)
-    async with trio.open_nursery() as nursery, open_aggregator(nursery, config) as agg:
+    async with (
+        trio.open_nursery() as nursery,
+        open_aggregator(nursery, config) as agg,
+    ):
         accepted = [await write_within(agg, b"%d\n" % i, 0.2) for i in range(3)]
         held.set()
     if accepted != [True, True, False]:  # the writer holds one, the buffer one
