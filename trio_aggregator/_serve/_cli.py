@@ -12,7 +12,7 @@ import functools
 import importlib
 import logging
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
@@ -33,6 +33,8 @@ from ._listeners import parse_tcp_address
 from ._options import (
     DEFAULT_OUTPUT,
     DEFAULT_TCP,
+    FORWARD_FRAMINGS,
+    FORWARD_WHEN_FULL,
     MAX_BUFFER,
     MAX_LINE_BYTES,
     ServeOptions,
@@ -61,6 +63,11 @@ examples:
   {PROG} serve --metrics 9464
       also serve Prometheus metrics on http://127.0.0.1:9464/metrics
       (needs the extra: python -m pip install 'trio-aggregator[prometheus]')
+  {PROG} serve --tcp 0.0.0.0:5140 --forward central.example.net:514
+      an edge collector: forward every line to a central rsyslog, no local file
+      (add -o FILE to keep a local copy too)
+  kill -HUP $(pidof -s trio-aggregator)
+      reopen the output file (after logrotate renamed it)
   echo hello | nc -N 127.0.0.1 5140
       send one line (OpenBSD netcat; -q0 with traditional netcat)
 
@@ -156,8 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         metavar="PATH",
-        default=DEFAULT_OUTPUT,
-        help=f"file to append to, '-' for standard output (default ./{DEFAULT_OUTPUT})",
+        help=f"file to append to, '-' for standard output (default ./{DEFAULT_OUTPUT},"
+        " or none with --forward); SIGHUP reopens it",
     )
     where.add_argument(
         "--rotate-bytes",
@@ -171,6 +178,38 @@ def build_parser() -> argparse.ArgumentParser:
         type=count_arg(1),
         default=5,
         help="rotated files to keep (default 5)",
+    )
+    forwarding = serve.add_argument_group("forwarding to a central collector")
+    forwarding.add_argument(
+        "--forward",
+        metavar="HOST:PORT",
+        action="append",
+        type=_tcp,
+        help="also send every line to this TCP receiver (repeatable; each target has its own"
+        " buffer; reconnects with backoff; without -o, no local file is written)",
+    )
+    forwarding.add_argument(
+        "--forward-framing",
+        choices=FORWARD_FRAMINGS,
+        default="lines",
+        help="'lines' (LF-terminated) or 'octet-counted' (RFC 6587 'LEN MSG'; rsyslog imtcp"
+        " detects both; default lines)",
+    )
+    forwarding.add_argument(
+        "--forward-tls", action="store_true", help="forward over TLS (the system's CAs)"
+    )
+    forwarding.add_argument(
+        "--forward-ca",
+        metavar="FILE",
+        help="check the targets' certificates against this CA file (PEM; implies --forward-tls)",
+    )
+    forwarding.add_argument(
+        "--forward-when-full",
+        choices=FORWARD_WHEN_FULL,
+        default="block",
+        help="when a target's buffer is full (target down or slow): 'block' holds the clients"
+        " back, every output waits, nothing is lost; 'drop_newest' drops for that target only"
+        " (counted lost, exit status 1) and the file keeps being written (default block)",
     )
     tuning = serve.add_argument_group("limits and tuning")
     tuning.add_argument(
@@ -307,7 +346,8 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
         tcp=tuple(tcp),
         unix=tuple(unix),
         unix_mode=args.unix_mode,
-        output=args.output,
+        output=args.output if args.output is not None or args.forward else DEFAULT_OUTPUT,
+        **_forward_options(args),
         rotate_bytes=args.rotate_bytes,
         backups=args.backups,
         buffer=args.buffer,
@@ -324,6 +364,17 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
         status_interval=args.status_interval,
         metrics=args.metrics,
     )
+
+
+def _forward_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``--forward*`` arguments, as `ServeOptions` fields (a CA file implies TLS)."""
+    return {
+        "forward": tuple(args.forward or ()),
+        "forward_framing": args.forward_framing,
+        "forward_tls": args.forward_tls or args.forward_ca is not None,
+        "forward_ca": args.forward_ca,
+        "forward_when_full": args.forward_when_full,
+    }
 
 
 class _NoTraceback(logging.Formatter):

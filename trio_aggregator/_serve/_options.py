@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
+    "FORWARD_FRAMINGS",
+    "FORWARD_WHEN_FULL",
     "BATCH_MAX_BYTES",
     "MAX_BUFFER",
     "MAX_LINE_BYTES",
@@ -43,6 +45,13 @@ MIN_INTERVAL = 0.01
 ROTATE_CHECK_INTERVAL = 1.0
 """Seconds between rotation checks when fsync is off (``--fsync-interval 0``)."""
 
+
+ForwardFraming = Literal["lines", "octet-counted"]
+FORWARD_FRAMINGS: tuple[ForwardFraming, ...] = ("lines", "octet-counted")
+"""How ``--forward`` frames records (RFC 6587): LF-terminated, or ``LEN SP MSG``."""
+ForwardWhenFull = Literal["block", "drop_newest"]
+FORWARD_WHEN_FULL: tuple[ForwardWhenFull, ...] = ("block", "drop_newest")
+"""What a forward output does when its buffer is full (a policy counted in lines)."""
 
 _AGGREGATOR_SETTINGS = (
     ("buffer", "buffer_size"),
@@ -91,8 +100,8 @@ class ServeOptions:
     unix_mode: int = attrs.field(default=0o660, validator=count(minimum=0, maximum=0o777))
     """Permissions of the Unix socket files, applied whatever the umask."""
 
-    output: str = DEFAULT_OUTPUT
-    """The file to append to, or ``"-"`` for standard output."""
+    output: str | None = DEFAULT_OUTPUT
+    """The file to append to, ``"-"`` for standard output, None for none (forward only)."""
 
     rotate_bytes: int | None = attrs.field(default=None, validator=count(optional=True))
     """Rotate the output when it reaches this size (None: never)."""
@@ -158,7 +167,37 @@ class ServeOptions:
     It needs prometheus-client (the ``prometheus`` extra); None: no metrics.
     """
 
+    forward: tuple[tuple[str, int], ...] = ()
+    """Forward every line to these ``(host, port)`` targets too (each: its own buffer)."""
+
+    forward_framing: ForwardFraming = attrs.field(
+        default="lines", validator=attrs.validators.in_(FORWARD_FRAMINGS)
+    )
+    """How forwarded records are framed: ``"lines"`` or ``"octet-counted"``."""
+
+    forward_tls: bool = attrs.field(default=False, validator=flag)
+    """Forward over TLS (the system's trusted CAs, or ``forward_ca``)."""
+
+    forward_ca: str | None = None
+    """A CA file (PEM) to check the forward targets' certificates with (needs TLS)."""
+
+    forward_when_full: ForwardWhenFull = attrs.field(
+        default="block", validator=attrs.validators.in_(FORWARD_WHEN_FULL)
+    )
+    """A forward output's full buffer: ``"block"`` the readers (and so every output) or
+    ``"drop_newest"`` (dropped for that output only, counted lost)."""
+
+    def _check_outputs(self) -> None:
+        """The rules of the outputs: at least one; TLS settings that go together."""
+        if self.output is None and not self.forward:
+            raise ValueError("give an output file or at least one forward target")
+        if self.forward_ca is not None and not self.forward_tls:
+            raise ValueError("forward_ca needs forward_tls")
+        if self.output is None and self.rotate_bytes is not None:
+            raise ValueError("rotation needs a file output")
+
     def __attrs_post_init__(self) -> None:
+        self._check_outputs()
         if not self.tcp and not self.unix:
             raise ValueError("give at least one TCP address or Unix socket path")
         if any(not path for path in self.unix):
