@@ -19,6 +19,7 @@ import trio.testing
 import trustme
 
 from trio_aggregator import AggregatorConfig, TcpForwardSink, open_aggregator
+from trio_aggregator._resend import ResendWindow
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -166,7 +167,7 @@ async def test_a_peer_that_closed_is_noticed_before_the_next_send() -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await nursery.start(receiver.serve)
-            sink = TcpForwardSink("127.0.0.1", receiver.port, **FAST)
+            sink = TcpForwardSink("127.0.0.1", receiver.port, resend_seconds=0, **FAST)
             await sink.write(b"1\n2\n")
             await first_read.wait()
             await closed.wait()
@@ -180,6 +181,68 @@ async def test_a_peer_that_closed_is_noticed_before_the_next_send() -> None:
     assert receiver.data(1) == b"3\n4\n"  # not lost into the closed connection
     assert (stats.peer_closed, stats.reconnects, stats.failed_sends) == (1, 1, 0)
     assert stats.records_resent == 0
+
+
+async def test_what_a_receiver_did_not_read_is_sent_again_after_it_closed() -> None:
+    receiver = Receiver()
+    first_read = trio.Event()
+    stop_reading = trio.Event()
+    closed = trio.Event()
+
+    async def stop_then_close(stream: trio.SocketStream, received: list[bytes]) -> None:
+        received.append(bytes(await stream.receive_some(65536)))
+        first_read.set()
+        await stop_reading.wait()  # what comes now stays unread, and is lost with the close
+        receiver.on_connection = None
+        await stream.aclose()
+        closed.set()
+
+    receiver.on_connection = stop_then_close
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(receiver.serve)
+            sink = TcpForwardSink("127.0.0.1", receiver.port, **FAST)
+            await sink.write(b"1\n")
+            await first_read.wait()
+            await sink.write(b"2\n3\n")  # the kernel takes it; the receiver never reads it
+            stop_reading.set()
+            await closed.wait()
+            await trio.sleep(0.05)  # the reset reaches the sink's socket
+            await sink.write(b"4\n")
+            await sink.aclose()
+            nursery.cancel_scope.cancel()
+    stats = sink.statistics()
+    assert receiver.data(0) == b"1\n"
+    assert receiver.data(1) == b"1\n2\n3\n4\n"  # the window again, then the new batch
+    assert stats.records_resent == 3  # the duplicates ("1") and the rescued ("2", "3")
+    assert (stats.reconnects, stats.records_sent) == (1, 4)
+
+
+async def test_after_a_quiet_spell_nothing_is_sent_twice() -> None:
+    receiver = Receiver()
+    closed = trio.Event()
+
+    async def read_then_close(stream: trio.SocketStream, received: list[bytes]) -> None:
+        received.append(bytes(await stream.receive_some(65536)))
+        receiver.on_connection = None
+        await trio.sleep(0.2)  # an idle timeout
+        await stream.aclose()
+        closed.set()
+
+    receiver.on_connection = read_then_close
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(receiver.serve)
+            sink = TcpForwardSink("127.0.0.1", receiver.port, resend_seconds=0.1, **FAST)
+            await sink.write(b"1\n")
+            await closed.wait()
+            await sink.write(b"2\n")
+            await sink.aclose()
+            nursery.cancel_scope.cancel()
+    assert receiver.data(0) == b"1\n"
+    assert receiver.data(1) == b"2\n"
+    assert sink.statistics().records_resent == 0
+    assert sink.statistics().peer_closed == 1
 
 
 async def test_a_batch_whose_send_failed_is_sent_again_whole() -> None:
@@ -342,6 +405,8 @@ async def test_behind_an_aggregator_the_buffer_holds_while_the_target_is_down() 
         ({"jitter": 2}, ValueError),
         ({"jitter": "a"}, TypeError),
         ({"keepalive_idle": 0}, ValueError),
+        ({"resend_seconds": -1}, ValueError),
+        ({"resend_max_bytes": 0}, ValueError),
         ({"ssl_context": object()}, TypeError),
     ],
 )
@@ -349,3 +414,20 @@ def test_bad_settings_are_refused_by_name(kwargs: dict[str, Any], error: type[Ex
     settings: dict[str, Any] = {"port": 514, **kwargs}
     with pytest.raises(error, match=next(iter(kwargs))):
         TcpForwardSink("127.0.0.1", **settings)
+
+
+def test_the_resend_window_keeps_the_recent_batches_within_its_bytes() -> None:
+    window = ResendWindow(seconds=1.0, max_bytes=10)
+    window.sent(0.0, [(b"old\n", 1)])
+    window.sent(0.5, [(b"a\n", 1), (b"bb\n", 1)])
+    window.sent(1.2, [(b"cccc\n", 1)])  # "old" is past the window now
+    window.connection_lost(1.3)
+    assert window.pending == [(b"a\n", 1), (b"bb\n", 1), (b"cccc\n", 1)]
+    window = ResendWindow(seconds=1.0, max_bytes=6)
+    window.sent(0.0, [(b"a\n", 1), (b"bb\n", 1), (b"cccc\n", 1)])
+    window.connection_lost(0.1)
+    assert window.pending == [(b"cccc\n", 1)]  # the oldest went first, past 6 bytes
+    off = ResendWindow(seconds=0, max_bytes=6)
+    off.sent(0.0, [(b"a\n", 1)])
+    off.connection_lost(0.0)
+    assert off.pending == []

@@ -251,3 +251,46 @@ def test_a_real_sighup_reopens_the_file(tmp_path: Path) -> None:
     assert (tmp_path / "out.log.1").read_bytes() == b"before 1\nbefore 2\n"
     assert (tmp_path / "out.log").read_bytes() == b"after 1\n"
     assert summary_value(server.stderr.text, "reopened") == "1 (SIGHUP)"
+
+
+async def test_metrics_of_the_forward_targets_are_labelled(tmp_path: Path) -> None:
+    pytest.importorskip("prometheus_client")
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from .test_prometheus import http_get
+
+    receiver = Receiver()
+    down = closed_port()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(receiver.serve)
+            opts = options(
+                tmp_path,
+                metrics=("127.0.0.1", 0),
+                forward=(("127.0.0.1", receiver.port), ("127.0.0.1", down)),
+                forward_when_full="drop_newest",
+                drain_timeout=0.1,
+            )
+            server = await nursery.start(partial(run_server, opts, stderr=io.StringIO()))
+            await send(server.tcp_addresses[0], b"one\ntwo\n")
+            while receiver.everything() != b"one\ntwo\n":
+                await trio.sleep(0.01)
+            assert server.metrics_address is not None
+            url = f"http://127.0.0.1:{server.metrics_address[1]}/metrics"
+            text = await trio.to_thread.run_sync(http_get, url)
+            server.shutdown()
+            await server.wait_finished()
+            nursery.cancel_scope.cancel()
+    samples = {
+        (sample.name, sample.labels.get("output")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    up, gone = f"127.0.0.1:{receiver.port}", f"127.0.0.1:{down}"
+    assert samples[("trio_aggregator_serve_forward_connected", up)] == 1.0
+    assert samples[("trio_aggregator_serve_forward_connected", gone)] == 0.0
+    assert samples[("trio_aggregator_serve_forward_records_sent_total", up)] == 2.0
+    assert samples[("trio_aggregator_serve_forward_connect_failures_total", gone)] >= 1.0
+    assert ("trio_aggregator_serve_forward_running", up) in samples
+    assert ("trio_aggregator_running", None) in samples  # the file's, unlabelled as before
+    assert server.exit_code == 1  # the target that stayed down lost both lines

@@ -10,11 +10,14 @@ What plain TCP can promise, and what it cannot:
   counts the records sent again, an upper bound on those duplicates.
 * A send that *succeeded* only means the local kernel took the bytes. If the receiver
   goes away before reading them (it stopped, crashed, or was restarted), they vanish
-  without an error: the sink cannot know. Before each send the sink checks,
-  without waiting, whether the peer has closed the connection (as rsyslog's TCP sender
-  does), and reconnects first, which narrows that window to what was in flight when
-  the receiver stopped reading. Only an application-level acknowledgement (RELP, for
-  example) closes it.
+  without an error: the sink cannot know. Before each send the sink checks, without
+  waiting, whether the peer has closed the connection (as rsyslog's TCP sender does),
+  and reconnects first. And after a lost connection it sends again, first, the batches
+  it sent in the last ``resend_seconds`` (the *resend window*), so what the receiver
+  had not read yet arrives after all, perhaps twice. What is lost is only what the
+  receiver did not read and that was sent before the window (a receiver that stopped
+  reading long before it closed, a host that vanished without a reset). Only an
+  application-level acknowledgement (RELP, for example) closes that gap.
 
 While the target is down the writer call does not return: it retries, with capped
 exponential backoff and jitter, until it has sent the batch (or is cancelled). Behind an
@@ -33,6 +36,7 @@ import attrs
 import trio
 
 from ._lowlevel import checkpoint
+from ._resend import ResendWindow
 from ._tcp import peer_closed, set_keepalive
 from ._wire import FRAMINGS, Framing, as_list, count_records, frame_lines, frame_octet_counted
 
@@ -146,6 +150,9 @@ class TcpForwardSink:
         keepalive_count: See *keepalive_idle*.
         close_timeout: Seconds `aclose` waits for the receiver to confirm it read
             everything (its end of the connection closing after ours), then closes anyway.
+        resend_seconds: After a lost connection, send again, first, the batches sent in
+            the last this many seconds (0: none), as the module docs explain.
+        resend_max_bytes: The most bytes kept for that.
         rng: Where the jitter comes from (default: a new `random.Random`).
 
     Raises:
@@ -170,6 +177,8 @@ class TcpForwardSink:
         keepalive_interval: int = 10,
         keepalive_count: int = 6,
         close_timeout: float = 2.0,
+        resend_seconds: float = 1.0,
+        resend_max_bytes: int = 8 * 1024 * 1024,
         rng: random.Random | None = None,
     ) -> None:
         if framing not in FRAMINGS:
@@ -202,6 +211,10 @@ class TcpForwardSink:
             _check_count("keepalive_count", keepalive_count),
         )
         self._rng = random.Random() if rng is None else rng
+        self._window = ResendWindow(
+            _check_delay("resend_seconds", resend_seconds, positive=False),
+            _check_count("resend_max_bytes", resend_max_bytes),
+        )
         self._stream: trio.abc.Stream | None = None
         self._socket: trio.socket.SocketType | None = None
         self._closed = False
@@ -268,11 +281,13 @@ class TcpForwardSink:
         attempts = 0
         while True:
             stream = await self._connected_stream()
-            if attempts:
-                self._resent += records
+            batches = [*self._window.pending, (payload, records)]
+            self._resent += sum(n for _, n in batches[:-1]) + (records if attempts else 0)
             attempts += 1
-            if await self._send(stream, payload):
+            if await self._send(stream, b"".join(data for data, _ in batches)):
                 break
+        self._window.pending.clear()
+        self._window.sent(trio.current_time(), batches)
         self._failures = 0
         self._batches += 1
         self._records += records
@@ -336,6 +351,7 @@ class TcpForwardSink:
         stream, self._stream, self._socket = self._stream, None, None
         if stream is not None:
             self._lost_one = True
+            self._window.connection_lost(trio.current_time())
             await trio.aclose_forcefully(stream)
 
     async def _sleep_backoff(self) -> None:

@@ -12,7 +12,7 @@ import functools
 import importlib
 import logging
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
@@ -26,15 +26,15 @@ from ._argtypes import (
     positive_interval_arg,
     seconds_arg,
     size_arg,
+    tcp_address_arg,
 )
 from ._demo import DemoOptions, run_demo
+from ._forward_args import add_forward_arguments, forward_options
 from ._lines import DEFAULT_MAX_LINE_BYTES
 from ._listeners import parse_tcp_address
 from ._options import (
     DEFAULT_OUTPUT,
     DEFAULT_TCP,
-    FORWARD_FRAMINGS,
-    FORWARD_WHEN_FULL,
     MAX_BUFFER,
     MAX_LINE_BYTES,
     ServeOptions,
@@ -107,11 +107,7 @@ class _ExitError(Exception):
         self.status = status
 
 
-def _tcp(text: str) -> tuple[str, int]:
-    try:
-        return parse_tcp_address(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_tcp = tcp_address_arg
 
 
 def _metrics_address(text: str) -> tuple[str, int]:
@@ -179,38 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="rotated files to keep (default 5)",
     )
-    forwarding = serve.add_argument_group("forwarding to a central collector")
-    forwarding.add_argument(
-        "--forward",
-        metavar="HOST:PORT",
-        action="append",
-        type=_tcp,
-        help="also send every line to this TCP receiver (repeatable; each target has its own"
-        " buffer; reconnects with backoff; without -o, no local file is written)",
-    )
-    forwarding.add_argument(
-        "--forward-framing",
-        choices=FORWARD_FRAMINGS,
-        default="lines",
-        help="'lines' (LF-terminated) or 'octet-counted' (RFC 6587 'LEN MSG'; rsyslog imtcp"
-        " detects both; default lines)",
-    )
-    forwarding.add_argument(
-        "--forward-tls", action="store_true", help="forward over TLS (the system's CAs)"
-    )
-    forwarding.add_argument(
-        "--forward-ca",
-        metavar="FILE",
-        help="check the targets' certificates against this CA file (PEM; implies --forward-tls)",
-    )
-    forwarding.add_argument(
-        "--forward-when-full",
-        choices=FORWARD_WHEN_FULL,
-        default="block",
-        help="when a target's buffer is full (target down or slow): 'block' holds the clients"
-        " back, every output waits, nothing is lost; 'drop_newest' drops for that target only"
-        " (counted lost, exit status 1) and the file keeps being written (default block)",
-    )
+    add_forward_arguments(serve)
     tuning = serve.add_argument_group("limits and tuning")
     tuning.add_argument(
         "--buffer",
@@ -347,7 +312,7 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
         unix=tuple(unix),
         unix_mode=args.unix_mode,
         output=args.output if args.output is not None or args.forward else DEFAULT_OUTPUT,
-        **_forward_options(args),
+        **forward_options(args),
         rotate_bytes=args.rotate_bytes,
         backups=args.backups,
         buffer=args.buffer,
@@ -364,17 +329,6 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
         status_interval=args.status_interval,
         metrics=args.metrics,
     )
-
-
-def _forward_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``--forward*`` arguments, as `ServeOptions` fields (a CA file implies TLS)."""
-    return {
-        "forward": tuple(args.forward or ()),
-        "forward_framing": args.forward_framing,
-        "forward_tls": args.forward_tls or args.forward_ca is not None,
-        "forward_ca": args.forward_ca,
-        "forward_when_full": args.forward_when_full,
-    }
 
 
 class _NoTraceback(logging.Formatter):

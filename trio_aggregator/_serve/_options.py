@@ -187,6 +187,10 @@ class ServeOptions:
     """A forward output's full buffer: ``"block"`` the readers (and so every output) or
     ``"drop_newest"`` (dropped for that output only, counted lost)."""
 
+    forward_resend: float = attrs.field(default=1.0, validator=seconds())
+    """After a lost connection, send again the lines forwarded in the last this many
+    seconds (0: none): what the target had not read yet arrives, perhaps twice."""
+
     def _check_outputs(self) -> None:
         """The rules of the outputs: at least one; TLS settings that go together."""
         if self.output is None and not self.forward:

@@ -301,7 +301,11 @@ class ForwardOutput(Output):
         super().__init__(format_address(*address), losses)
         self.when_full = options.forward_when_full
         self.sink = TcpForwardSink(
-            address[0], address[1], framing=options.forward_framing, ssl_context=ssl_context
+            address[0],
+            address[1],
+            framing=options.forward_framing,
+            ssl_context=ssl_context,
+            resend_seconds=options.forward_resend,
         )
 
     def config(self, options: ServeOptions) -> AggregatorConfig:
