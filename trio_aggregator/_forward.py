@@ -37,6 +37,7 @@ import trio
 
 from ._lowlevel import checkpoint
 from ._resend import ResendWindow
+from ._sinks import Data  # noqa: TC001 (at run time: the docs expand the alias)
 from ._tcp import peer_closed, set_keepalive
 from ._wire import FRAMINGS, Framing, as_list, count_records, frame_lines, frame_octet_counted
 
@@ -44,8 +45,6 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from typing_extensions import Self
-
-    from ._sinks import Data
 
 __all__ = ["TcpForwardSink", "TcpForwardStatistics"]
 
