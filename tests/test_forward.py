@@ -20,6 +20,7 @@ import trustme
 
 from trio_aggregator import AggregatorConfig, TcpForwardSink, open_aggregator
 from trio_aggregator._resend import ResendWindow
+from trio_aggregator._wire import frame_octet_counted
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -431,3 +432,9 @@ def test_the_resend_window_keeps_the_recent_batches_within_its_bytes() -> None:
     off.sent(0.0, [(b"a\n", 1)])
     off.connection_lost(0.0)
     assert off.pending == []
+
+
+def test_octet_counting_of_long_and_short_lines() -> None:
+    long = b"y" * 5000
+    assert frame_octet_counted([b"a\n" + long + b"\nbc"]) == b"1 a5000 " + long + b"2 bc"
+    assert frame_octet_counted([b"", b"\n\n"]) == b"0 0 "

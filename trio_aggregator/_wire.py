@@ -38,6 +38,10 @@ def frame_lines(buffers: list[bytes]) -> bytes:
     return b"".join(buf if buf.endswith(b"\n") else buf + b"\n" for buf in buffers if buf)
 
 
+_PREFIXES = [b"%d " % n for n in range(2048)]
+"""``LEN SP`` of the common lengths, made once (framing is per line, so it counts)."""
+
+
 def frame_octet_counted(buffers: list[bytes]) -> bytes:
     """Each line of *buffers* as ``LEN SP MSG`` (RFC 6587), MSG without its LF."""
     out: list[bytes] = []
@@ -45,6 +49,12 @@ def frame_octet_counted(buffers: list[bytes]) -> bytes:
         lines = buf.split(b"\n")
         if lines[-1] == b"":
             lines.pop()
-        for line in lines:
-            out.append(b"%d %b" % (len(line), line))
+        lengths = list(map(len, lines))
+        framed = [b""] * (2 * len(lines))
+        if lengths and max(lengths) < len(_PREFIXES):
+            framed[0::2] = list(map(_PREFIXES.__getitem__, lengths))
+        else:
+            framed[0::2] = [b"%d " % n for n in lengths]
+        framed[1::2] = lines
+        out += framed
     return b"".join(out)
