@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 import trio
 import trio.testing
+import trustme
 
 from trio_aggregator._serve._cli import _serve_options as serve_options
 from trio_aggregator._serve._cli import build_parser
@@ -24,7 +25,7 @@ from trio_aggregator._serve._server import LineServer, ServeError, run_server
 from trio_aggregator._serve._statistics import format_table
 
 from .test_cli import connect, running, summary_value, wait_until
-from .test_forward import Receiver, closed_port
+from .test_forward import Receiver, closed_port, tls_contexts
 from .test_serve import LOOPBACK, options, send
 
 if TYPE_CHECKING:
@@ -52,6 +53,16 @@ async def serve_clients(opts: ServeOptions, clients: int, lines: int) -> tuple[L
         await server.wait_finished()
     assert server.exit_code is not None
     return server, server.exit_code
+
+
+def parse_octet_counted(data: bytes) -> list[bytes]:
+    """The records of RFC 6587 octet-counted frames."""
+    records: list[bytes] = []
+    while data:
+        length, _, rest = data.partition(b" ")
+        records.append(rest[: int(length)])
+        data = rest[int(length) :]
+    return records
 
 
 def check_demo(data: bytes, path: Path, clients: int, lines: int) -> None:
@@ -294,3 +305,64 @@ async def test_metrics_of_the_forward_targets_are_labelled(tmp_path: Path) -> No
     assert ("trio_aggregator_serve_forward_running", up) in samples
     assert ("trio_aggregator_running", None) in samples  # the file's, unlabelled as before
     assert server.exit_code == 1  # the target that stayed down lost both lines
+
+
+async def test_a_reopening_that_fails_keeps_writing_to_the_open_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    output = tmp_path / "out.log"
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(run_server, options(tmp_path), stderr=io.StringIO()))
+        address = server.tcp_addresses[0]
+        await send(address, b"one\n")
+        while output.stat().st_size < 4:
+            await trio.sleep(0.001)
+        os.rename(output, tmp_path / "out.log.1")
+        output.mkdir()  # the path cannot be opened for appending any more
+        server.reopen_output()
+        await send(address, b"two\n")
+        await trio.testing.wait_all_tasks_blocked()
+        server.shutdown()
+    assert server.exit_code == 0
+    assert (tmp_path / "out.log.1").read_bytes() == b"one\ntwo\n"
+    assert server.summary is not None
+    assert server.summary.outputs[0].reopenings == 0
+    assert "still writing to the file open before" in caplog.text
+
+
+async def test_forwarding_over_tls_checked_against_a_ca_file(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server_ctx, _ = tls_contexts(ca)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    receiver = Receiver()
+
+    async def tls_read(stream: trio.SocketStream, received: list[bytes]) -> None:
+        tls = trio.SSLStream(stream, server_ctx, server_side=True)
+        while data := await tls.receive_some(65536):
+            received.append(bytes(data))
+
+    receiver.on_connection = tls_read
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(receiver.serve)
+            opts = options(
+                tmp_path,
+                output=None,
+                forward=(("127.0.0.1", receiver.port),),
+                forward_tls=True,
+                forward_ca=str(ca_file),
+                forward_framing="octet-counted",
+            )
+            server, code = await serve_clients(opts, 2, 50)
+            nursery.cancel_scope.cancel()
+    assert code == 0
+    records = parse_octet_counted(receiver.data(0))
+    for client in range(2):
+        lines = b"".join(demo_lines(client, 50, seed=3)).splitlines()
+        assert [record for record in records if record in lines] == lines  # in order
+    assert len(records) == 100
+    assert server.summary is not None
+    forward = server.summary.outputs[0].forward
+    assert forward is not None
+    assert forward.records_sent == 100
