@@ -44,6 +44,7 @@ def peer_closed(sock: trio.socket.SocketType) -> bool:
 
 
 def set_keepalive(sock: trio.socket.SocketType, idle: int, interval: int, count: int) -> None:
+    """Turn TCP keepalive on: probes after *idle* s, every *interval* s, *count* of them."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     for name, value in (
         ("TCP_KEEPIDLE", idle),
