@@ -26,8 +26,10 @@ from ._argtypes import (
     positive_interval_arg,
     seconds_arg,
     size_arg,
+    tcp_address_arg,
 )
 from ._demo import DemoOptions, run_demo
+from ._forward_args import add_forward_arguments, forward_options
 from ._input_args import add_input_arguments, input_options
 from ._lines import DEFAULT_MAX_LINE_BYTES
 from ._listeners import parse_tcp_address
@@ -66,6 +68,11 @@ examples:
       TLS on the TCP address (Unix sockets stay plain)
   {PROG} serve --udp 127.0.0.1:514 --tcp 127.0.0.1:5140
       also one record per UDP datagram (e.g. logger --udp -n 127.0.0.1 -P 514 hi)
+  {PROG} serve --tcp 0.0.0.0:5140 --forward central.example.net:514
+      an edge collector: forward every line to a central rsyslog, no local file
+      (add -o FILE to keep a local copy too)
+  kill -HUP $(pidof -s trio-aggregator)
+      reopen the output file (after logrotate renamed it)
   echo hello | nc -N 127.0.0.1 5140
       send one line (OpenBSD netcat; -q0 with traditional netcat)
 
@@ -105,11 +112,7 @@ class _ExitError(Exception):
         self.status = status
 
 
-def _tcp(text: str) -> tuple[str, int]:
-    try:
-        return parse_tcp_address(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_tcp = tcp_address_arg
 
 
 def _metrics_address(text: str) -> tuple[str, int]:
@@ -161,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         metavar="PATH",
-        default=DEFAULT_OUTPUT,
-        help=f"file to append to, '-' for standard output (default ./{DEFAULT_OUTPUT})",
+        help=f"file to append to, '-' for standard output (default ./{DEFAULT_OUTPUT},"
+        " or none with --forward); SIGHUP reopens it",
     )
     where.add_argument(
         "--rotate-bytes",
@@ -177,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="rotated files to keep (default 5)",
     )
+    add_forward_arguments(serve)
     tuning = serve.add_argument_group("limits and tuning")
     tuning.add_argument(
         "--buffer",
@@ -313,7 +317,8 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
         tcp=tuple(tcp),
         unix=tuple(unix),
         unix_mode=args.unix_mode,
-        output=args.output,
+        output=args.output if args.output is not None or args.forward else DEFAULT_OUTPUT,
+        **forward_options(args),
         rotate_bytes=args.rotate_bytes,
         backups=args.backups,
         buffer=args.buffer,

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from ._inputs import InputStatistics
     from ._losses import LossSnapshot
+    from ._outputs import OutputReport
 
 __all__ = ["Counters", "ServeSummary", "ServerStatistics", "format_table"]
 
@@ -96,6 +97,9 @@ class ServeSummary:
     """Lines and bytes read and not written, by reason."""
     final_errors: tuple[str, ...] = ()
     """Problems met while closing the output (a failed final fsync...)."""
+    outputs: tuple[OutputReport, ...] = ()
+    """Each output's own figures (the file, the forward targets), in order."""
+
     inputs: InputStatistics | None = None
     """The TLS and UDP figures (UDP kernel drops are shown, not in `ok`: never read)."""
 
@@ -115,6 +119,7 @@ class ServeSummary:
             or agg.callback_errors
             or agg.dropped
             or self.final_errors
+            or not all(out.ok for out in self.outputs)
         )
 
     @property
@@ -159,8 +164,17 @@ class ServeSummary:
             ("dropped writes", f"{agg.dropped:,} (aggregator items: chunks of lines)"),
             ("output", self.output + (f" ({self.rotations} rotations)" if self.rotations else "")),
         ]
+        rows.extend(self.output_rows())
         rows.extend(("error", message) for message in self.final_errors)
         return rows
+
+    def output_rows(self) -> list[tuple[str, str]]:
+        """A row per output when there are several or one forwards; SIGHUP reopenings."""
+        reports = self.outputs
+        if len(reports) == 1 and reports[0].kind == "file":
+            reopenings = reports[0].reopenings
+            return [("reopened", f"{reopenings:,} (SIGHUP)")] if reopenings else []
+        return [(f"{out.kind} {out.name}", out.describe()) for out in reports]
 
 
 def format_table(rows: Sequence[tuple[str, str]], indent: str = "  ") -> str:
