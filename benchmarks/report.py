@@ -1,4 +1,4 @@
-"""Turning results into a printed table, target verdicts, JSON and a PNG chart."""
+"""Turning results into printed tables, target verdicts, JSON and the docs page's tables."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
     from pathlib import Path
 
+    from .aggregator_cases import MemoryResult
     from .scaling import BlockedResult
 
 MB = 1_000_000
+MARK_START = ".. benchmark-results-start"
+MARK_END = ".. benchmark-results-end"
 
 
 @dataclass
@@ -86,8 +89,13 @@ def size_label(size: int) -> str:
 def render_table(
     headers: Sequence[str], rows: Iterable[Sequence[str]], *, rst: bool = False
 ) -> str:
-    """A plain-text (or reST simple) table, numbers right-aligned."""
-    body = [list(r) for r in rows]
+    """A plain-text (or reST simple) table, numbers right-aligned.
+
+    The reST table has the ``benchmark-table`` class (custom.css right-aligns its
+    figures and keeps them on one line), and a lone ``-`` is escaped: reST would read it
+    as a bullet list.
+    """
+    body = [[("\\-" if rst and cell == "-" else cell) for cell in r] for r in rows]
     widths = [len(h) for h in headers]
     for r in body:
         for i, cell in enumerate(r):
@@ -101,45 +109,49 @@ def render_table(
 
     if rst:
         rule = "  ".join("=" * w for w in widths)
-        return "\n".join([rule, line(headers), rule, *(line(r) for r in body), rule])
+        table = [rule, line(headers), rule, *(line(r) for r in body), rule]
+        return "\n".join([".. rst-class:: benchmark-table", "", *table])
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(headers), rule, *(line(r) for r in body)])
 
 
-def throughput_table(rows: Sequence[Row], *, rst: bool = False) -> str:
-    """Every measured case: items/s, MB/s, writer calls, latency, noise."""
-    headers = [
-        "case",
-        "size",
-        "prod",
-        "items/s",
-        "MB/s",
-        "writer calls",
-        "items/call",
-        "p50 us",
-        "p99 us",
-        "worst/best",
-        "CPU/wall",
-        "items/CPU s",
-    ]
-    cells = [
-        [
-            r.case,
-            size_label(r.size),
-            str(r.producers),
-            _fmt(r.items_per_s, 0),
-            _fmt(r.mb_per_s, 1),
-            f"{r.writer_calls:,}",
-            _fmt(r.items_per_call, 1),
-            _fmt(r.p50_us, 0),
-            _fmt(r.p99_us, 0),
-            _fmt(r.worst_over_best, 2),
-            _fmt(r.cpu_share, 2),
-            _fmt(r.items_per_cpu_s, 0),
-        ]
-        for r in rows
-    ]
-    return render_table(headers, cells, rst=rst)
+_COLUMNS: dict[str, Callable[[Row], str]] = {
+    "case": lambda r: r.case,
+    "size": lambda r: size_label(r.size),
+    "prod": lambda r: str(r.producers),
+    "items/s": lambda r: _fmt(r.items_per_s, 0),
+    "MB/s": lambda r: _fmt(r.mb_per_s, 1),
+    "writer calls": lambda r: f"{r.writer_calls:,}",
+    "items/call": lambda r: _fmt(r.items_per_call, 1),
+    "p50 us": lambda r: _fmt(r.p50_us, 0),
+    "p99 us": lambda r: _fmt(r.p99_us, 0),
+    "worst/best": lambda r: _fmt(r.worst_over_best, 2),
+    "CPU/wall": lambda r: _fmt(r.cpu_share, 2),
+    "items/CPU s": lambda r: _fmt(r.items_per_cpu_s, 0),
+}
+THROUGHPUT_COLUMNS = ("case", "size", "prod", "items/s", "MB/s", "writer calls", "items/call")
+"""What each case did: throughput and batching."""
+LATENCY_COLUMNS = (
+    "case",
+    "size",
+    "prod",
+    "p50 us",
+    "p99 us",
+    "worst/best",
+    "CPU/wall",
+    "items/CPU s",
+)
+"""How long items waited, and how noisy the run was."""
+UNTIMED_COLUMNS = ("case", "size", "prod", "items/s", "writer calls", "items/call", "worst/best")
+"""For the cases without a latency pass (file, scaling)."""
+
+
+def throughput_table(
+    rows: Sequence[Row], *, rst: bool = False, columns: Sequence[str] = THROUGHPUT_COLUMNS
+) -> str:
+    """The measured cases, one line each, with *columns* (a page-width table each)."""
+    cells = [[_COLUMNS[c](r) for c in columns] for r in rows]
+    return render_table(columns, cells, rst=rst)
 
 
 def matrix_table(rows: Sequence[Row], size: int, *, rst: bool = False) -> str:
@@ -174,7 +186,6 @@ def blocked_table(results: Sequence[BlockedResult], *, rst: bool = False) -> str
         "best ms",
         "median ms",
         "worst/best",
-        "CPU ms",
         "us/task",
         "loop ms",
     ]
@@ -186,7 +197,6 @@ def blocked_table(results: Sequence[BlockedResult], *, rst: bool = False) -> str
             _fmt(r.best * 1000, 1),
             _fmt(r.median * 1000, 1),
             _fmt(r.worst_over_best, 2),
-            _fmt(r.best_cpu * 1000, 1),
             _fmt(r.best / r.tasks * 1e6, 1),
             _fmt(r.best_loop * 1000, 1),
         ]
@@ -232,85 +242,90 @@ def rows_as_dicts(rows: Sequence[Row]) -> list[dict[str, Any]]:
     return [asdict(r) for r in rows]
 
 
-def draw_chart(path: Path, rows: Sequence[Row], title: str) -> bool:
-    """Draw items/s against producers per case (one panel per size) plus the file case.
-
-    Returns False (and draws nothing) when matplotlib is not installed.
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+def update_docs_page(page: Path, text: str) -> bool:
+    """Replace what lies between the two marker comments of *page*; False if none."""
+    if not page.exists():
         return False
-
-    sizes = sorted({r.size for r in rows if r.group == "throughput"})
-    file_rows = [r for r in rows if r.group == "file"]
-    panels = len(sizes) + (1 if file_rows else 0)
-    if panels == 0:
+    content = page.read_text()
+    start, end = content.find(MARK_START), content.find(MARK_END)
+    if start < 0 or end < start:
         return False
-    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 5.4), squeeze=False)
-    styles = {
-        "trio_channel": ("black", "-", "o"),
-        "trio_channel_drain": ("gray", "--", "o"),
-        "agg_write": ("tab:blue", "-", "s"),
-        "agg_write_b64": ("tab:blue", "--", "^"),
-        "agg_write_b256": ("tab:blue", ":", "v"),
-        "agg_nowait": ("tab:green", "-", "s"),
-        "agg_nowait_b256": ("tab:green", ":", "v"),
-        "anyio_stream": ("tab:purple", "-", "d"),
-        "asyncio_queue": ("tab:orange", "-", "x"),
-        "logging_queue": ("tab:red", "-", "+"),
-    }
-    for ax, size in zip(axes[0], sizes, strict=False):
-        sel = [r for r in rows if r.group == "throughput" and r.size == size]
-        cases: list[str] = []
-        for r in sel:
-            if r.case not in cases:
-                cases.append(r.case)
-        for case in cases:
-            pts = sorted((r.producers, r.items_per_s) for r in sel if r.case == case)
-            color, ls, marker = styles.get(case, ("tab:brown", "-", "."))
-            ax.plot(
-                [p for p, _ in pts],
-                [v for _, v in pts],
-                label=case,
-                color=color,
-                linestyle=ls,
-                marker=marker,
-            )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("producers")
-        ax.set_ylabel("items/s")
-        ax.set_title(f"{size_label(size)} items, no-op writer")
-        ax.grid(True, which="both", alpha=0.3)
-    if sizes:
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        fig.legend(  # pyright: ignore[reportUnknownMemberType]
-            handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False
-        )
-    if file_rows:
-        ax = axes[0][panels - 1]
-        short = {
-            "naive_file": "naive",
-            "agg_file_thread": "agg thread",
-            "agg_file_inline": "agg inline",
-        }
-        labels = [f"{short.get(r.case, r.case)}\n{size_label(r.size)}" for r in file_rows]
-        values = [r.items_per_s for r in file_rows]
-        colors = ["tab:red" if r.case.startswith("naive") else "tab:blue" for r in file_rows]
-        ax.bar(range(len(values)), values, color=colors)
-        ax.set_xticks(range(len(values)))
-        ax.set_xticklabels(labels, fontsize=7)
-        ax.set_yscale("log")
-        ax.set_ylabel("lines/s")
-        ax.set_title(f"file of lines, {file_rows[0].producers} producers")
-        ax.grid(True, axis="y", which="both", alpha=0.3)
-    fig.suptitle(title, fontsize=10)  # pyright: ignore[reportUnknownMemberType]
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)  # pyright: ignore[reportUnknownMemberType]
-    plt.close(fig)
+    head = content[: start + len(MARK_START)]
+    page.write_text(f"{head}\n\n{text.rstrip()}\n\n{content[end:]}")
     return True
+
+
+def full_report(
+    rows: Sequence[Row],
+    memory: Sequence[MemoryResult],
+    startstop: dict[str, dict[str, float]],
+    micro: dict[str, float],
+    targets: Sequence[Target],
+    skipped: dict[str, str],
+    blocked: Sequence[BlockedResult] = (),
+    *,
+    rst: bool = False,
+) -> str:
+    """The whole report: plain text for the terminal, or reST tables for the docs."""
+    out: list[str] = []
+    throughput = [r for r in rows if r.group == "throughput"]
+    for size in sorted({r.size for r in throughput}):
+        out += [matrix_table(throughput, size, rst=rst), ""]
+    if throughput:
+        out += [throughput_table(throughput, rst=rst), ""]
+        out += [throughput_table(throughput, rst=rst, columns=LATENCY_COLUMNS), ""]
+    for group in ("file", "scaling"):
+        others = [r for r in rows if r.group == group]
+        if others:
+            out += [throughput_table(others, rst=rst, columns=UNTIMED_COLUMNS), ""]
+    if blocked:
+        out += [blocked_table(blocked, rst=rst), ""]
+    if memory:
+        headers = ["memory, 64 B items", "bytes/item (peak)", "payload object", "overhead"]
+        cells = [
+            [
+                m.case,
+                f"{m.peak_per_item:.1f}",
+                f"{m.payload_bytes}",
+                f"{m.overhead_per_item:.1f}",
+            ]
+            for m in memory
+        ]
+        out += [render_table(headers, cells, rst=rst), ""]
+    if startstop:
+        headers = ["start+stop cycle", "median ms", "p90 ms", "min ms", "cycles"]
+        cells = [
+            [
+                name,
+                f"{s['median_ms']:.3f}",
+                f"{s['p90_ms']:.3f}",
+                f"{s['min_ms']:.3f}",
+                f"{int(s['cycles'])}",
+            ]
+            for name, s in startstop.items()
+        ]
+        out += [render_table(headers, cells, rst=rst), ""]
+    if micro:
+        headers = ["per item, no task switch", "ns"]
+        cells = [[name, f"{ns:,.0f}"] for name, ns in micro.items()]
+        out += [render_table(headers, cells, rst=rst), ""]
+    for name, reason in skipped.items():
+        out.append(f"skipped {name}: {reason}")
+    if targets:
+        passed = sum(1 for t in targets if t.passed)
+        missed = sum(1 for t in targets if t.passed is False)
+        out += [targets_table(targets, rst=rst), "", f"targets: {passed} PASS, {missed} MISS"]
+    return "\n".join(out)
+
+
+def published_header(meta: dict[str, Any]) -> str:
+    """The line above the docs page's tables: the command, date, versions and load."""
+    versions = meta["versions"]
+    return (
+        f"Measured with ``{meta['command']}`` on {meta['date']} "
+        f"({meta['platform']}, {meta['cpus']} CPUs, Python "
+        f"{versions['python']}, trio {versions['trio']}, anyio "
+        f"{versions.get('anyio', '-')}, trio_aggregator at {meta['git']}; "
+        f"{meta['wall_seconds']:.0f} s; load average {meta['load_average_before']} before, "
+        f"{meta['load_average_after']} after)."
+    )

@@ -20,19 +20,17 @@ from typing import TYPE_CHECKING, Any
 from . import aggregator_cases as agg
 from . import baselines, scaling
 from ._common import CaseFn, CaseResult, Params, median, percentile, run_group
+from .charts import draw_charts
 from .micro import micro_costs
 from .report import (
     MB,
     Row,
     Target,
-    blocked_table,
-    draw_chart,
-    matrix_table,
-    render_table,
+    full_report,
+    published_header,
     rows_as_dicts,
     size_label,
-    targets_table,
-    throughput_table,
+    update_docs_page,
     write_json,
 )
 
@@ -43,8 +41,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 STATIC = ROOT / "docs" / "_static"
 DOCS_PAGE = ROOT / "docs" / "performance.rst"
-MARK_START = ".. benchmark-results-start"
-MARK_END = ".. benchmark-results-end"
 
 
 @dataclass(frozen=True)
@@ -215,13 +211,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seed of the random cancellation order (default 1)",
     )
     p.add_argument("--json", type=Path, help="JSON output (default benchmarks/results/latest.json)")
-    p.add_argument("--chart", type=Path, help="PNG chart (default benchmarks/results/latest.png)")
+    p.add_argument(
+        "--chart",
+        type=Path,
+        help="charts: DIR/NAME.png draws DIR/NAME-<question>.png, one per question "
+        "(default benchmarks/results/latest.png)",
+    )
     p.add_argument("--no-chart", action="store_true", help="draw no chart")
     p.add_argument("--rst", type=Path, help="also write the tables as reST to this file")
     p.add_argument(
         "--publish",
         action="store_true",
-        help="also copy the JSON and chart to docs/_static/benchmarks.{json,png} and the "
+        help="also copy the JSON and charts to docs/_static/benchmarks{.json,-*.png} and the "
         "tables into docs/performance.rst (between its benchmark-results markers)",
     )
     args = p.parse_args(argv)
@@ -629,11 +630,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\n{command}  ({wall:.1f} s, buffer {args.buffer}, best of {args.repeat}, "
         f"load average {load_before} before, {load_after} after)\n"
     )
-    print(_report(rows, memory, startstop, micro, targets, skipped, args, blocked))
+    print(full_report(rows, memory, startstop, micro, targets, skipped, blocked))
     if args.rst is not None:
         args.rst.parent.mkdir(parents=True, exist_ok=True)
         args.rst.write_text(
-            _report(rows, memory, startstop, micro, targets, skipped, args, blocked, rst=True)
+            full_report(rows, memory, startstop, micro, targets, skipped, blocked, rst=True)
         )
 
     result: dict[str, Any] = {
@@ -684,111 +685,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     write_json(args.json, result)
     print(f"\nJSON: {args.json}")
-    if args.chart is not None and not any(r.group in ("throughput", "file") for r in rows):
-        print("chart: skipped (no throughput or file case ran)")
-    elif args.chart is not None:
-        title = (
-            f"trio_aggregator benchmarks ({platform.python_version()}, trio "
-            f"{_versions()['trio']}, {os.cpu_count()} CPUs, buffer {args.buffer})"
-        )
-        if draw_chart(args.chart, rows, title):
-            print(f"chart: {args.chart}")
-        else:
-            print("chart: skipped (matplotlib not installed)")
+    charts: list[Path] = []
+    if args.chart is not None:
+        drawn = draw_charts(args.chart.parent, args.chart.stem, rows)
+        if drawn is None:
+            print("charts: skipped (matplotlib not installed)")
+        for path in drawn or ():
+            print(f"chart: {path}")
+        charts = drawn or []
     if args.publish:
         STATIC.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(args.json, STATIC / "benchmarks.json")
         print(f"published: {STATIC / 'benchmarks.json'}")
-        if args.chart is not None and args.chart.exists():
-            shutil.copyfile(args.chart, STATIC / "benchmarks.png")
-            print(f"published: {STATIC / 'benchmarks.png'}")
-        tables = _report(rows, memory, startstop, micro, targets, skipped, args, blocked, rst=True)
-        header = (
-            f"Measured with ``{command.strip()}`` on {result['meta']['date']} "
-            f"({platform.platform()}, {os.cpu_count()} CPUs, Python "
-            f"{platform.python_version()}, trio {_versions()['trio']}, anyio "
-            f"{_versions()['anyio']}, trio_aggregator at {result['meta']['git']}; "
-            f"{wall:.0f} s; load average {load_before} before, "
-            f"{load_after} after)."
-        )
-        if _update_docs(DOCS_PAGE, header + "\n\n" + tables):
+        for path in charts:
+            published = STATIC / path.name.replace(args.chart.stem, "benchmarks", 1)
+            shutil.copyfile(path, published)
+            print(f"published: {published}")
+        tables = full_report(rows, memory, startstop, micro, targets, skipped, blocked, rst=True)
+        if update_docs_page(DOCS_PAGE, published_header(result["meta"]) + "\n\n" + tables):
             print(f"published: tables in {DOCS_PAGE}")
     return 0
-
-
-def _update_docs(page: Path, text: str) -> bool:
-    """Replace what lies between the two marker comments of *page*; False if none."""
-    if not page.exists():
-        return False
-    content = page.read_text()
-    start, end = content.find(MARK_START), content.find(MARK_END)
-    if start < 0 or end < start:
-        return False
-    head = content[: start + len(MARK_START)]
-    page.write_text(f"{head}\n\n{text.rstrip()}\n\n{content[end:]}")
-    return True
-
-
-def _report(
-    rows: Sequence[Row],
-    memory: Sequence[agg.MemoryResult],
-    startstop: dict[str, dict[str, float]],
-    micro: dict[str, float],
-    targets: Sequence[Target],
-    skipped: dict[str, str],
-    args: argparse.Namespace,
-    blocked: Sequence[scaling.BlockedResult] = (),
-    *,
-    rst: bool = False,
-) -> str:
-    """The whole report: plain text for the terminal, or reST tables for the docs."""
-    out: list[str] = []
-    throughput = [r for r in rows if r.group == "throughput"]
-    for size in sorted({r.size for r in throughput}):
-        out += [matrix_table(throughput, size, rst=rst), ""]
-    if throughput:
-        out += [throughput_table(throughput, rst=rst), ""]
-    files = [r for r in rows if r.group == "file"]
-    if files:
-        out += [throughput_table(files, rst=rst), ""]
-    scaled = [r for r in rows if r.group == SCALING_GROUP]
-    if scaled:
-        out += [throughput_table(scaled, rst=rst), ""]
-    if blocked:
-        out += [blocked_table(blocked, rst=rst), ""]
-    if memory:
-        headers = ["memory, 64 B items", "bytes/item (peak)", "payload object", "overhead"]
-        cells = [
-            [
-                m.case,
-                f"{m.peak_per_item:.1f}",
-                f"{m.payload_bytes}",
-                f"{m.overhead_per_item:.1f}",
-            ]
-            for m in memory
-        ]
-        out += [render_table(headers, cells, rst=rst), ""]
-    if startstop:
-        headers = ["start+stop cycle", "median ms", "p90 ms", "min ms", "cycles"]
-        cells = [
-            [
-                name,
-                f"{s['median_ms']:.3f}",
-                f"{s['p90_ms']:.3f}",
-                f"{s['min_ms']:.3f}",
-                f"{int(s['cycles'])}",
-            ]
-            for name, s in startstop.items()
-        ]
-        out += [render_table(headers, cells, rst=rst), ""]
-    if micro:
-        headers = ["per item, no task switch", "ns"]
-        cells = [[name, f"{ns:,.0f}"] for name, ns in micro.items()]
-        out += [render_table(headers, cells, rst=rst), ""]
-    for name, reason in skipped.items():
-        out.append(f"skipped {name}: {reason}")
-    if targets:
-        passed = sum(1 for t in targets if t.passed)
-        missed = sum(1 for t in targets if t.passed is False)
-        out += [targets_table(targets, rst=rst), "", f"targets: {passed} PASS, {missed} MISS"]
-    return "\n".join(out)

@@ -205,7 +205,34 @@ def _tidy_signature(
     return None
 
 
+# -- Defaults of the configuration's settings ---------------------------------------
+
+_SHOW_DEFAULTS = ("trio_aggregator.AggregatorConfig",)
+
+
+def _add_default(
+    app: Sphinx, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    """End each setting's docstring with its default, read from the attrs field.
+
+    The API page documents `AggregatorConfig` with a short signature and its settings
+    grouped by topic; the defaults come from the code, so they cannot drift.
+    """
+    owner, _, field_name = name.rpartition(".")
+    if what != "attribute" or owner not in _SHOW_DEFAULTS:
+        return
+    cls = getattr(trio_aggregator, owner.rpartition(".")[2])
+    field = attrs.fields_dict(cls).get(field_name)
+    if field is None or not field.init:
+        return
+    while lines and not lines[-1].strip():
+        lines.pop()
+    note = "Required." if field.default is attrs.NOTHING else f"Default: ``{field.default!r}``."
+    lines += [f"{lines.pop()} {note}" if lines else note, ""]
+
+
 def setup(app: Sphinx) -> None:
     _route_napoleon(app)
+    app.connect("autodoc-process-docstring", _add_default)
     app.connect("autodoc-process-signature", _tidy_signature)
     app.connect("env-check-consistency", _check_public_api_documented)

@@ -1,15 +1,16 @@
 """loguru into one file through an aggregator, from Trio tasks and worker threads.
 
-The sink is a callable. loguru calls it in the thread that logs, *holding loguru's own
-lock*, so the sink must never wait for the event loop: a thread waiting there while a
-task on the Trio thread logs (and so waits for that lock) would stop the event loop for
-good. The sink therefore goes through an `AggregatorHandler` in ``"drop"`` mode: on the
-Trio thread a record goes in with `Aggregator.write_nowait`, from another thread it is
-posted to the event loop without waiting; a record that finds no room is dropped and
-counted in ``handler.dropped``, never lost silently.
+The sink is a callable. loguru calls it in the thread that logs, *holding loguru's
+own lock*, so the sink must never wait for the event loop: a thread waiting there
+while a task on the Trio thread logs (and so waits for that lock) would stop the
+event loop for good. The sink therefore goes through an `AggregatorHandler` in
+``"drop"`` mode: on the Trio thread a record goes in with `Aggregator.write_nowait`,
+from another thread it is posted to the event loop without waiting; a record that
+finds no room is dropped and counted in ``handler.dropped``, never lost silently.
 
-Run it: ``python examples/loguru_sink.py`` (needs loguru). It checks the file and exits
-0 if every record is written or counted, and each source's records are in order.
+Run it: ``python examples/loguru_sink.py`` (needs loguru). It checks the file and
+exits 0 if every record is written or counted, and each source's records are in
+order.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ import trio
 import trio.lowlevel
 from loguru import logger
 
-from trio_aggregator import AggregatorConfig, AggregatorHandler, FileSink, open_aggregator
+from trio_aggregator import (
+    AggregatorConfig,
+    AggregatorHandler,
+    FileSink,
+    open_aggregator,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -60,7 +66,11 @@ def worker(n: int) -> None:
 async def main(path: Path) -> tuple[int, int]:
     sink = FileSink(path)
     config = AggregatorConfig(writer=sink.write, buffer_size=1000, batch_max_items=64)
-    async with sink, trio.open_nursery() as nursery, open_aggregator(nursery, config) as agg:
+    async with (
+        sink,
+        trio.open_nursery() as nursery,
+        open_aggregator(nursery, config) as agg,
+    ):
         handler = AggregatorHandler(agg)  # when_full="drop": never blocks
         logger.remove()
         sink_id = logger.add(aggregator_sink(handler), format="{level} {message}")

@@ -1,13 +1,13 @@
 """structlog to JSON lines in one file, from Trio tasks and a worker thread at once.
 
-structlog's processor chain ends in `structlog.processors.JSONRenderer`; the rendered
-line goes to a standard `logging` logger whose only handler is an `AggregatorHandler`,
-which hands it to the aggregator (on the Trio thread without ever blocking the event
-loop; from the worker thread, with ``when_full="block"``, waiting for room). The
-aggregator appends each line, whole, to the file.
+structlog's processor chain ends in `structlog.processors.JSONRenderer`; the
+rendered line goes to a standard `logging` logger whose only handler is an
+`AggregatorHandler`, which hands it to the aggregator (on the Trio thread without
+ever blocking the event loop; from the worker thread, with ``when_full="block"``,
+waiting for room). The aggregator appends each line, whole, to the file.
 
-Run it: ``python examples/structlog_json.py`` (needs structlog). It checks the file and
-exits 0 if every line is valid JSON and each source's lines are in order.
+Run it: ``python examples/structlog_json.py`` (needs structlog). It checks the file
+and exits 0 if every line is valid JSON and each source's lines are in order.
 """
 
 from __future__ import annotations
@@ -22,7 +22,12 @@ import structlog
 import trio
 import trio.lowlevel
 
-from trio_aggregator import AggregatorConfig, AggregatorHandler, FileSink, open_aggregator
+from trio_aggregator import (
+    AggregatorConfig,
+    AggregatorHandler,
+    FileSink,
+    open_aggregator,
+)
 
 TASKS = 3
 PER_SOURCE = 100
@@ -82,8 +87,11 @@ def check(path: Path, sent: int, dropped: int) -> None:
     for source in sources:
         ticks = [event["i"] for event in events if event["source"] == source]
         assert ticks == sorted(ticks), f"{source}: out of order"
-    assert [e["i"] for e in events if e["source"] == "thread"] == list(range(PER_SOURCE))
-    print(f"structlog: {len(events)} JSON lines from {len(sources)} sources, {dropped} dropped")
+    assert [e["i"] for e in events if e["source"] == "thread"] == list(
+        range(PER_SOURCE)
+    )
+    counts = f"{len(events)} JSON lines from {len(sources)} sources, {dropped} dropped"
+    print(f"structlog: {counts}")
     print(f"  first: {json.dumps(events[0], sort_keys=True)}")
     print("verified")
 

@@ -6,8 +6,8 @@ Blocking work runs in `trio.to_thread` workers; each reports progress with `say`
 never interleave, and each thread's lines keep their order). The thread waits if the
 buffer is full; the event loop never does.
 
-Run it: ``python examples/thread_print.py``. It checks the output and exits 0 if every
-line arrived whole and in order.
+Run it: ``python examples/thread_print.py``. It checks the output and exits 0 if
+every line arrived whole and in order.
 """
 
 from __future__ import annotations
@@ -53,11 +53,15 @@ async def main() -> list[bytes]:
 def check(lines: list[bytes]) -> None:
     assert len(lines) == WORKERS * (STEPS + 1), len(lines)
     for n in range(WORKERS):
-        mine = [line.decode().split() for line in lines if line.startswith(b"worker %d " % n)]
+        mine = [
+            line.decode().split()
+            for line in lines
+            if line.startswith(b"worker %d " % n)
+        ]
         assert [words[3] for words in mine[:-1]] == [str(step) for step in range(STEPS)]
         assert mine[-1] == ["worker", str(n), "done"]
     sys.stdout.write(b"".join(lines[:3]).decode())
-    print(f"thread_print: {len(lines)} lines from {WORKERS} worker threads, whole and in order")
+    print(f"thread_print: {len(lines)} lines from {WORKERS} worker threads, in order")
     print("verified")
 
 

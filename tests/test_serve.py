@@ -14,7 +14,6 @@ import os
 import re
 import signal
 import socket
-from contextlib import AsyncExitStack
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -31,7 +30,9 @@ from trio_aggregator._serve._collector import LineCollector
 from trio_aggregator._serve._demo import DemoOptions, demo_lines, run_demo, verify_demo_output
 from trio_aggregator._serve._lines import LineSplitter
 from trio_aggregator._serve._listeners import format_address, parse_tcp_address, unlink_if_same
+from trio_aggregator._serve._losses import Losses
 from trio_aggregator._serve._options import ServeOptions
+from trio_aggregator._serve._outputs import FileOutput
 from trio_aggregator._serve._server import LineServer, ServeError, run_server
 from trio_aggregator._serve._statistics import format_table
 
@@ -668,14 +669,12 @@ async def test_server_periodic_callback(
     tmp_path: Path, kwargs: dict[str, object], callback: str | None, interval: float
 ) -> None:
     opts = options(tmp_path, **kwargs)
-    server = LineServer(opts)
-    async with AsyncExitStack() as stack:
-        sink = server._open_sink(stack)  # pyright: ignore[reportPrivateUsage]
-        try:
-            config = server._aggregator_config(sink)  # pyright: ignore[reportPrivateUsage]
-        finally:
-            sink.close()
-    assert isinstance(sink, RotatingFileSink) == ("rotate_bytes" in kwargs)
+    output = FileOutput(opts, Losses())
+    try:
+        config = output.config(opts)
+    finally:
+        output.close_file()
+    assert isinstance(output.sink, RotatingFileSink) == ("rotate_bytes" in kwargs)
     name = getattr(config.sync_fn, "__name__", None)
     assert (name, config.sync_interval) == (callback, interval)
 

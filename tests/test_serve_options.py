@@ -59,7 +59,9 @@ def test_serve_options_are_checked_at_construction(
 
 
 def test_serve_options_need_somewhere_to_listen() -> None:
-    with pytest.raises(ValueError, match="give at least one TCP address or Unix socket path"):
+    with pytest.raises(
+        ValueError, match="give at least one TCP address, Unix socket path or UDP address"
+    ):
         ServeOptions()
 
 

@@ -10,6 +10,8 @@ from ._errors import AggregatorClosedError as AggregatorClosedError
 from ._errors import AggregatorError as AggregatorError
 from ._errors import InvalidWriterError as InvalidWriterError
 from ._errors import StillRunningError as StillRunningError
+from ._forward import TcpForwardSink as TcpForwardSink
+from ._forward import TcpForwardStatistics as TcpForwardStatistics
 from ._logging_handler import AggregatorHandler as AggregatorHandler
 from ._sender import AggregatorSender as AggregatorSender
 from ._sinks import FileSink as FileSink

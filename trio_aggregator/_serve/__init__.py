@@ -9,8 +9,11 @@ only, and ``import trio_aggregator`` imports none of it. One module per part:
   (``_argtypes``: the types of the arguments);
 * ``_options``: `ServeOptions`, what ``serve`` is told, checked at construction;
 * ``_checks``: the rules every setting follows, the options' and the arguments' alike;
-* ``_server``: `LineServer`, which puts the parts below together (output sink,
-  listeners, aggregator, collector, signals, status line, summary);
+* ``_server``: `LineServer`, which puts the parts below together (outputs,
+  listeners, collector, signals, status line, summary);
+* ``_outputs``: the output file and the ``--forward`` targets, each with its own
+  aggregator (its own buffer and ``when_full``); SIGHUP's reopening of the file;
+* ``_forward_args``: the ``--forward*`` arguments;
 * ``_collector``: `LineCollector` accepts connections and hands the complete lines of
   each chunk read to the aggregator, as one write;
 * ``_lines``: `LineSplitter` cuts one connection's bytes into lines, truncating the

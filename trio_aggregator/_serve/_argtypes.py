@@ -11,6 +11,7 @@ import argparse
 import functools
 
 from ._checks import check_count, check_seconds
+from ._listeners import parse_tcp_address
 from ._options import MIN_INTERVAL
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "positive_interval_arg",
     "seconds_arg",
     "size_arg",
+    "tcp_address_arg",
 ]
 
 _SIZE_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2}
@@ -90,3 +92,11 @@ def seconds_arg(text: str, *, positive: bool = False, at_least: float = 0.0) -> 
 
 interval_arg = functools.partial(seconds_arg, at_least=MIN_INTERVAL)
 positive_interval_arg = functools.partial(seconds_arg, positive=True, at_least=MIN_INTERVAL)
+
+
+def tcp_address_arg(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[IPV6]:PORT``) as ``(host, port)``."""
+    try:
+        return parse_tcp_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

@@ -26,8 +26,11 @@ from ._argtypes import (
     positive_interval_arg,
     seconds_arg,
     size_arg,
+    tcp_address_arg,
 )
 from ._demo import DemoOptions, run_demo
+from ._forward_args import add_forward_arguments, forward_options
+from ._input_args import add_input_arguments, input_options
 from ._lines import DEFAULT_MAX_LINE_BYTES
 from ._listeners import parse_tcp_address
 from ._options import (
@@ -61,6 +64,15 @@ examples:
   {PROG} serve --metrics 9464
       also serve Prometheus metrics on http://127.0.0.1:9464/metrics
       (needs the extra: python -m pip install 'trio-aggregator[prometheus]')
+  {PROG} serve --tcp 0.0.0.0:6514 --tls-cert server.crt --tls-key server.key
+      TLS on the TCP address (Unix sockets stay plain)
+  {PROG} serve --udp 127.0.0.1:514 --tcp 127.0.0.1:5140
+      also one record per UDP datagram (e.g. logger --udp -n 127.0.0.1 -P 514 hi)
+  {PROG} serve --tcp 0.0.0.0:5140 --forward central.example.net:514
+      an edge collector: forward every line to a central rsyslog, no local file
+      (add -o FILE to keep a local copy too)
+  kill -HUP $(pidof -s trio-aggregator)
+      reopen the output file (after logrotate renamed it)
   echo hello | nc -N 127.0.0.1 5140
       send one line (OpenBSD netcat; -q0 with traditional netcat)
 
@@ -100,11 +112,7 @@ class _ExitError(Exception):
         self.status = status
 
 
-def _tcp(text: str) -> tuple[str, int]:
-    try:
-        return parse_tcp_address(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_tcp = tcp_address_arg
 
 
 def _metrics_address(text: str) -> tuple[str, int]:
@@ -156,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         metavar="PATH",
-        default=DEFAULT_OUTPUT,
-        help=f"file to append to, '-' for standard output (default ./{DEFAULT_OUTPUT})",
+        help=f"file to append to, '-' for standard output (default ./{DEFAULT_OUTPUT},"
+        " or none with --forward); SIGHUP reopens it",
     )
     where.add_argument(
         "--rotate-bytes",
@@ -172,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="rotated files to keep (default 5)",
     )
+    add_forward_arguments(serve)
     tuning = serve.add_argument_group("limits and tuning")
     tuning.add_argument(
         "--buffer",
@@ -246,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a line the server cuts (idle timeout, shutdown): 'mark' writes it followed by"
         " ' [cut by trio-aggregator: REASON]'; 'drop' drops it, counted lost (default mark)",
     )
+    add_input_arguments(serve)
     display = serve.add_argument_group("display")
     display.add_argument(
         "--status-interval",
@@ -301,13 +311,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve_options(args: argparse.Namespace) -> ServeOptions:
     tcp: list[tuple[str, int]] = args.tcp or []
     unix: list[str] = args.unix or []
-    if not tcp and not unix:
+    if not tcp and not unix and not args.udp:
         tcp = [parse_tcp_address(DEFAULT_TCP)]
     return ServeOptions(
         tcp=tuple(tcp),
         unix=tuple(unix),
         unix_mode=args.unix_mode,
-        output=args.output,
+        output=args.output if args.output is not None or args.forward else DEFAULT_OUTPUT,
+        **forward_options(args),
         rotate_bytes=args.rotate_bytes,
         backups=args.backups,
         buffer=args.buffer,
@@ -323,6 +334,7 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
         quiet=args.quiet,
         status_interval=args.status_interval,
         metrics=args.metrics,
+        **input_options(args),
     )
 
 

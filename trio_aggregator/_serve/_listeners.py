@@ -126,15 +126,18 @@ def count_unread(
 
     Returns the newlines and bytes read, and whether the last byte was a newline. Only a
     `trio.SocketStream` can be read so (its socket is non-blocking); others give zeros.
+    A TLS stream's socket is read too, but its bytes are encrypted: their newlines
+    cannot be counted, so they count as one line (at least one record is lost).
     """
-    if not isinstance(stream, trio.SocketStream):
-        return 0, 0, True
+    beneath = _beneath(stream)
+    if beneath is None or not getattr(stream, "handshake_done", True):
+        return 0, 0, True  # not a socket, or a TLS handshake cut: no line sent yet
     newlines = nbytes = 0
     last = b"\n"
     try:
         # The receive buffer may hold more than *limit* (tcp_rmem up to 32 MiB).
-        limit = max(limit, stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
-        fd = stream.socket.fileno()
+        limit = max(limit, beneath.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
+        fd = beneath.socket.fileno()
         while nbytes < limit:
             data = os.read(fd, read_size)
             if not data:
@@ -144,13 +147,16 @@ def count_unread(
             last = data[-1:]
     except OSError:  # nothing more now (EAGAIN), or reset
         pass
+    if beneath is not stream:  # encrypted
+        return 0, nbytes, not nbytes
     return newlines, nbytes, last == b"\n"
 
 
 def accept_queued(listener: trio.abc.Listener[trio.abc.Stream]) -> trio.SocketStream | None:
     """A connection the system has queued on *listener*, accepted without waiting.
 
-    None when there is none, or *listener* is not a `trio.SocketListener`.
+    None when there is none, or *listener* is not a `trio.SocketListener` (a TLS
+    listener's queued connections have sent no line: their handshake is not done).
     """
     if not isinstance(listener, trio.SocketListener):
         return None
@@ -187,13 +193,24 @@ def reset_queued(
     return lines, nbytes
 
 
+def _beneath(stream: object) -> trio.SocketStream | None:
+    """The socket stream under *stream* (itself, or under a TLS layer's ``transport_stream``)."""
+    while not isinstance(stream, trio.SocketStream) and hasattr(stream, "transport_stream"):
+        stream = getattr(stream, "transport_stream")  # noqa: B009 - any stream type
+    return stream if isinstance(stream, trio.SocketStream) else None
+
+
 def peer_address(stream: trio.abc.ReceiveStream) -> str | None:
-    """The IP address of *stream*'s peer; None for a Unix socket or another stream."""
-    if not isinstance(stream, trio.SocketStream):
+    """The IP address of *stream*'s peer; None for a Unix socket or another stream.
+
+    A TLS stream is looked through (its ``transport_stream``), to the connection beneath.
+    """
+    beneath = _beneath(stream)
+    if beneath is None:
         return None
-    if stream.socket.family not in (trio.socket.AF_INET, trio.socket.AF_INET6):
+    if beneath.socket.family not in (trio.socket.AF_INET, trio.socket.AF_INET6):
         return None
     try:
-        return str(stream.socket.getpeername()[0])
+        return str(beneath.socket.getpeername()[0])
     except OSError:  # already reset
         return None

@@ -12,7 +12,9 @@ read); an operator needs lines. So the server keeps its own account, in lines an
   ``cut_records="drop"`` policy dropped;
 * ``unread``: lines still in the kernel's receive buffer when the server closed the
   connection at the shutdown deadline, or sent on a connection still queued on a
-  listener then (never accepted), as far as non-blocking reads can tell.
+  listener then (never accepted), as far as non-blocking reads can tell;
+* ``when_full``: lines an output with ``--forward-when-full drop_newest`` dropped because
+  its buffer was full (its target down or slow); the other outputs still have them.
 
 Any loss makes the exit status 1.
 """
@@ -36,6 +38,7 @@ LOSS_REASONS: tuple[str, ...] = (
     "forced_shutdown",
     "cut",
     "unread",
+    "when_full",
 )
 """Why lines were lost, in the order the summary shows them."""
 
@@ -83,13 +86,20 @@ class Losses:
         self._lines[reason] += lines
         self._bytes[reason] += nbytes
 
-    def add_data(self, reason: str, data: bytes | bytearray | memoryview | list[bytes]) -> None:
-        """Count the lines of *data* lost (a last line without a newline counts as one)."""
+    def add_data(
+        self, reason: str, data: bytes | bytearray | memoryview | list[bytes]
+    ) -> tuple[int, int]:
+        """Count the lines of *data* lost (a last line without a newline counts as one).
+
+        Returns:
+            The lines and bytes counted.
+        """
         if isinstance(data, list):
             data = b"".join(data)
         data = bytes(data)
         lines = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
         self.add(reason, lines, len(data))
+        return lines, len(data)
 
     def snapshot(self) -> LossSnapshot:
         """A copy of the counts."""
@@ -104,12 +114,20 @@ class OutputAccount:
     aggregator is closed `count_drain_losses` counts the rest of what it accepted.
     """
 
-    __slots__ = ("_losses", "bytes_written", "lines_written")
+    __slots__ = ("_losses", "bytes_lost", "bytes_written", "lines_lost", "lines_written")
 
     def __init__(self, losses: Losses) -> None:
         self._losses = losses
         self.lines_written = 0
         self.bytes_written = 0
+        self.lines_lost = 0
+        """Lines this output lost (its writer errors and drops, its drain losses)."""
+        self.bytes_lost = 0
+
+    def _lose(self, reason: str, data: bytes) -> None:
+        lines, nbytes = self._losses.add_data(reason, data)
+        self.lines_lost += lines
+        self.bytes_lost += nbytes
 
     def writer(
         self, write: Callable[[bytes], Awaitable[None]]
@@ -125,12 +143,17 @@ class OutputAccount:
 
     def lost_to_writer(self, data: bytes, exc: Exception) -> None:
         """The ``on_writer_error`` hook: count the batch's lines lost (``writer_error``)."""
-        self._losses.add_data("writer_error", data)
+        self._lose("writer_error", data)
+
+    def lost_to_when_full(self, data: bytes) -> None:
+        """Count the lines of a write the output's aggregator dropped (``when_full``)."""
+        self._lose("when_full", data)
 
     def count_drain_losses(self, lines_accepted: int, bytes_accepted: int) -> None:
-        """Count lost (``drain_timeout``) what was accepted, never written, never failed."""
-        snapshot = self._losses.snapshot()
-        lines = lines_accepted - self.lines_written - snapshot.lines["writer_error"]
-        nbytes = bytes_accepted - self.bytes_written - snapshot.bytes["writer_error"]
-        if lines > 0 or nbytes > 0:
-            self._losses.add("drain_timeout", max(lines, 0), max(nbytes, 0))
+        """Count lost (``drain_timeout``) what was accepted, never written, never lost."""
+        lines = max(lines_accepted - self.lines_written - self.lines_lost, 0)
+        nbytes = max(bytes_accepted - self.bytes_written - self.bytes_lost, 0)
+        if lines or nbytes:
+            self._losses.add("drain_timeout", lines, nbytes)
+            self.lines_lost += lines
+            self.bytes_lost += nbytes

@@ -15,7 +15,7 @@ import trio
 
 if TYPE_CHECKING:
     import threading
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
     from wsgiref.simple_server import WSGIServer
 
     from prometheus_client import CollectorRegistry
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from trio_aggregator import Aggregator
 
     from ._losses import LossSnapshot
+    from ._outputs import ForwardOutput, Outputs
 
 __all__ = ["MetricsEndpoint", "start_metrics_endpoint"]
 
@@ -50,9 +51,39 @@ class MetricsEndpoint:
 
         self._registry.register(AggregatorCollector(aggregator))
 
+    def register_outputs(self, outputs: Outputs) -> None:
+        """Serve the first output's aggregator metrics (as `register`) and, for each
+        forward target, its aggregator's and its sink's, labelled ``output="HOST:PORT"``
+        (``trio_aggregator_serve_forward_...``)."""
+        from trio_aggregator.prometheus import AggregatorCollector
+
+        aggregator = outputs.primary.aggregator
+        assert aggregator is not None
+        self.register(aggregator)
+        forwards = outputs.forwards
+        if not forwards:
+            return
+        collector: AggregatorCollector | None = None
+        for out in forwards:
+            assert out.aggregator is not None
+            labels = {"output": out.name}
+            if collector is None:
+                collector = AggregatorCollector(
+                    out.aggregator, prefix=FORWARD_PREFIX, labels=labels
+                )
+            else:
+                collector.add(out.aggregator, labels=labels)
+        assert collector is not None
+        self._registry.register(collector)
+        self._registry.register(_ForwardCollector(forwards))
+
     def register_losses(self, losses: Callable[[], LossSnapshot]) -> None:
         """Serve the server's own counts of lines lost (*losses* gives a snapshot)."""
         self._registry.register(_LossCollector(losses))
+
+    def register_counts(self, counts: Callable[[], Sequence[tuple[str, str, int]]]) -> None:
+        """Serve counters given by *counts* as ``(name, help, value)`` (on every scrape)."""
+        self._registry.register(_CountsCollector(counts))
 
     def stop(self) -> None:
         """Stop serving; blocks up to 0.5 s (the server polls at that interval)."""
@@ -79,6 +110,50 @@ async def start_metrics_endpoint(host: str, port: int) -> MetricsEndpoint:
     return MetricsEndpoint((host, httpd.server_port), registry, httpd, thread)
 
 
+FORWARD_PREFIX = "trio_aggregator_serve_forward"
+"""The start of the names of the forward targets' metrics."""
+
+_FORWARD_COUNTERS = (
+    ("connects", "Connections opened to the forward target."),
+    ("reconnects", "Connections opened after one was lost."),
+    ("connect_failures", "Attempts to connect that failed."),
+    ("failed_sends", "Sends that failed part way (the batch was sent again, whole)."),
+    ("records_sent", "Records sent (a re-sent one counted once)."),
+    ("records_resent", "Records sent again after a failed send (possible duplicates)."),
+)
+
+
+class _ForwardCollector:
+    """The forward sinks' counters, labelled ``output="HOST:PORT"``."""
+
+    def __init__(self, forwards: list[ForwardOutput]) -> None:
+        self._forwards = forwards
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+
+        stats = [
+            (out.name, out.sink.statistics(), out.account.lines_lost) for out in self._forwards
+        ]
+        connected = GaugeMetricFamily(
+            f"{FORWARD_PREFIX}_connected", "1 if connected to the target.", labels=["output"]
+        )
+        for name, fwd, _ in stats:
+            connected.add_metric([name], 1.0 if fwd.connected else 0.0)
+        yield connected
+        for field, help_text in _FORWARD_COUNTERS:
+            family = CounterMetricFamily(f"{FORWARD_PREFIX}_{field}", help_text, labels=["output"])
+            for name, fwd, _ in stats:
+                family.add_metric([name], getattr(fwd, field))
+            yield family
+        lost = CounterMetricFamily(
+            f"{FORWARD_PREFIX}_lost_lines", "Lines this output lost.", labels=["output"]
+        )
+        for name, _, lines in stats:
+            lost.add_metric([name], lines)
+        yield lost
+
+
 class _LossCollector:
     """``trio_aggregator_serve_lost_{lines,bytes}_total{reason=...}``: losses in lines."""
 
@@ -98,3 +173,16 @@ class _LossCollector:
             for reason, value in counts.items():
                 family.add_metric([reason], value)
             yield family
+
+
+class _CountsCollector:
+    """Counters from a function giving ``(name, help, value)`` triples (name sans ``_total``)."""
+
+    def __init__(self, counts: Callable[[], Sequence[tuple[str, str, int]]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import CounterMetricFamily
+
+        for name, documentation, value in self._counts():
+            yield CounterMetricFamily(name, documentation, value=value)

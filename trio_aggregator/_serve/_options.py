@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -11,11 +11,14 @@ from trio_aggregator import AggregatorConfig
 from ._checks import count, flag, seconds
 from ._collector import SHUTDOWN_IDLE, CutRecords
 from ._lines import DEFAULT_MAX_LINE_BYTES
+from ._tls import HANDSHAKE_TIMEOUT
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = [
+    "FORWARD_FRAMINGS",
+    "FORWARD_WHEN_FULL",
     "BATCH_MAX_BYTES",
     "MAX_BUFFER",
     "MAX_LINE_BYTES",
@@ -43,6 +46,13 @@ MIN_INTERVAL = 0.01
 ROTATE_CHECK_INTERVAL = 1.0
 """Seconds between rotation checks when fsync is off (``--fsync-interval 0``)."""
 
+
+ForwardFraming = Literal["lines", "octet-counted"]
+FORWARD_FRAMINGS: tuple[ForwardFraming, ...] = ("lines", "octet-counted")
+"""How ``--forward`` frames records (RFC 6587): LF-terminated, or ``LEN SP MSG``."""
+ForwardWhenFull = Literal["block", "drop_newest"]
+FORWARD_WHEN_FULL: tuple[ForwardWhenFull, ...] = ("block", "drop_newest")
+"""What a forward output does when its buffer is full (a policy counted in lines)."""
 
 _AGGREGATOR_SETTINGS = (
     ("buffer", "buffer_size"),
@@ -91,8 +101,8 @@ class ServeOptions:
     unix_mode: int = attrs.field(default=0o660, validator=count(minimum=0, maximum=0o777))
     """Permissions of the Unix socket files, applied whatever the umask."""
 
-    output: str = DEFAULT_OUTPUT
-    """The file to append to, or ``"-"`` for standard output."""
+    output: str | None = DEFAULT_OUTPUT
+    """The file to append to, ``"-"`` for standard output, None for none (forward only)."""
 
     rotate_bytes: int | None = attrs.field(default=None, validator=count(optional=True))
     """Rotate the output when it reaches this size (None: never)."""
@@ -158,9 +168,69 @@ class ServeOptions:
     It needs prometheus-client (the ``prometheus`` extra); None: no metrics.
     """
 
+    # -- TLS and UDP inputs (``_inputs``)
+
+    udp: tuple[tuple[str, int], ...] = ()
+    """UDP addresses to read datagrams on, one record each, as ``(host, port)``."""
+
+    tls_cert: str | None = None
+    """PEM certificate chain: serve TLS on every TCP address (with ``tls_key``)."""
+
+    tls_key: str | None = None
+    """PEM private key of ``tls_cert`` (not encrypted)."""
+
+    tls_handshake_timeout: float = attrs.field(
+        default=HANDSHAKE_TIMEOUT, validator=seconds(positive=True, at_least=MIN_INTERVAL)
+    )
+    """Seconds a TLS client gets to finish its handshake."""
+
+    # -- forwarding (``_outputs``)
+
+    forward: tuple[tuple[str, int], ...] = ()
+    """Forward every line to these ``(host, port)`` targets too (each: its own buffer)."""
+
+    forward_framing: ForwardFraming = attrs.field(
+        default="lines", validator=attrs.validators.in_(FORWARD_FRAMINGS)
+    )
+    """How forwarded records are framed: ``"lines"`` or ``"octet-counted"``."""
+
+    forward_tls: bool = attrs.field(default=False, validator=flag)
+    """Forward over TLS (the system's trusted CAs, or ``forward_ca``)."""
+
+    forward_ca: str | None = None
+    """A CA file (PEM) to check the forward targets' certificates with (needs TLS)."""
+
+    forward_when_full: ForwardWhenFull = attrs.field(
+        default="block", validator=attrs.validators.in_(FORWARD_WHEN_FULL)
+    )
+    """A forward output's full buffer: ``"block"`` the readers (and so every output) or
+    ``"drop_newest"`` (dropped for that output only, counted lost)."""
+
+    forward_resend: float = attrs.field(default=1.0, validator=seconds())
+    """After a lost connection, send again the lines forwarded in the last this many
+    seconds (0: none): what the target had not read yet arrives, perhaps twice."""
+
+    def _check_inputs(self) -> None:
+        """The rules of the inputs: at least one; TLS settings that go together."""
+        if not self.tcp and not self.unix and not self.udp:
+            raise ValueError("give at least one TCP address, Unix socket path or UDP address")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
+        if self.tls_cert is not None and not self.tcp:
+            raise ValueError("TLS is served on TCP addresses: give at least one (--tcp)")
+
+    def _check_outputs(self) -> None:
+        """The rules of the outputs: at least one; TLS settings that go together."""
+        if self.output is None and not self.forward:
+            raise ValueError("give an output file or at least one forward target")
+        if self.forward_ca is not None and not self.forward_tls:
+            raise ValueError("forward_ca needs forward_tls")
+        if self.output is None and self.rotate_bytes is not None:
+            raise ValueError("rotation needs a file output")
+
     def __attrs_post_init__(self) -> None:
-        if not self.tcp and not self.unix:
-            raise ValueError("give at least one TCP address or Unix socket path")
+        self._check_outputs()
+        self._check_inputs()
         if any(not path for path in self.unix):
             raise ValueError("a Unix socket path must not be empty")
         if self.output == "-" and self.rotate_bytes is not None:

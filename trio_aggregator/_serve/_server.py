@@ -21,44 +21,35 @@ from __future__ import annotations
 
 import os
 import signal
-import stat
 import sys
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, TextIO
 
 import trio
 
-from trio_aggregator import (
-    Aggregator,
-    AggregatorConfig,
-    FileSink,
-    RotatingFileSink,
-    connect_aggregator,
-)
-
 from ._collector import LineCollector
+from ._errors import ServeError
+from ._inputs import ServerInputs
 from ._listeners import (
     format_address,
     open_unix_listener,
     tcp_listener_address,
     unlink_if_same,
 )
-from ._losses import Losses, OutputAccount
+from ._losses import Losses
 from ._metrics import MetricsEndpoint, start_metrics_endpoint
-from ._options import ROTATE_CHECK_INTERVAL
+from ._outputs import OutputError, Outputs, forward_status
 from ._statistics import ServeSummary, format_table
 from ._status import StatusDisplay
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Callable, Sequence
+
+    from trio_aggregator import Aggregator
 
     from ._options import ServeOptions
 
 __all__ = ["LineServer", "ServeError", "run_server"]
-
-
-class ServeError(Exception):
-    """The server cannot start (output not writable, address in use, ...): one clear line."""
 
 
 class LineServer:
@@ -76,12 +67,12 @@ class LineServer:
     def __init__(self, options: ServeOptions, *, stderr: TextIO | None = None) -> None:
         self.options = options
         self._stderr = stderr
-        self._aggregator: Aggregator | None = None
         self.losses = Losses()
         """Lines (and bytes) read and not written, by reason."""
-        self._output = OutputAccount(self.losses)
+        self.outputs = Outputs(options, self.losses)
+        """The output file and the forward targets, each with its own aggregator."""
         self.collector = LineCollector(
-            self._write,
+            self.outputs.write,
             losses=self.losses,
             max_line_bytes=options.max_line_bytes,
             idle_timeout=options.idle_timeout,
@@ -92,6 +83,7 @@ class LineServer:
             line_timeout=options.line_timeout,
             max_per_address=options.max_per_address,
         )
+        self.inputs = ServerInputs(options, self.outputs.write, self.losses)  # TLS, UDP
         self.tcp_addresses: list[tuple[str, int]] = []
         self.unix_paths: list[str] = []
         self._metrics: MetricsEndpoint | None = None
@@ -101,7 +93,6 @@ class LineServer:
         self._force = False
         self._finished = trio.Event()
         self._status = StatusDisplay(lambda: self.stderr, options.status_interval)
-        self._fsync_output = options.output != "-"
 
     @property
     def stderr(self) -> TextIO:
@@ -110,8 +101,8 @@ class LineServer:
 
     @property
     def aggregator(self) -> Aggregator | None:
-        """The aggregator, while the server runs."""
-        return self._aggregator
+        """The first output's aggregator (the file's, if there is one), while it runs."""
+        return self.outputs.all[0].aggregator if self.outputs.all else None
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -122,16 +113,12 @@ class LineServer:
     def addresses(self) -> list[str]:
         """Every address listened on, as printed: ``HOST:PORT`` or ``unix:PATH``."""
         tcp = [format_address(host, port) for host, port in self.tcp_addresses]
-        return tcp + [f"unix:{path}" for path in self.unix_paths]
+        return tcp + [f"unix:{path}" for path in self.unix_paths] + self.inputs.addresses
 
     def message(self, text: str) -> None:
         """Print one line on stderr (clearing the status line first if it is shown)."""
         self._status.clear()
         print(f"trio-aggregator: {text}", file=self.stderr, flush=True)
-
-    async def _write(self, chunk: bytes) -> None:
-        assert self._aggregator is not None
-        await self._aggregator.write(chunk)
 
     def shutdown(self, *, force: bool = False) -> None:
         """Begin a graceful shutdown (see the module docs); *force* closes connections now.
@@ -141,42 +128,17 @@ class LineServer:
         """
         self._shutdown_requested = True
         self.collector.stop(self.options.shutdown_timeout)
+        self.inputs.stop()
         if force:
             self._force = True
             self.collector.abort()
+            self.inputs.abort()
 
     async def wait_finished(self) -> None:
         """Return once `run` has finished (drained, closed, summary printed)."""
         await self._finished.wait()
 
     # ------------------------------------------------------------------ setup
-
-    def _open_sink(self, stack: AsyncExitStack) -> FileSink:
-        """Open the output; note whether it is a regular file (only those are fsynced).
-
-        A symbolic link is not followed: the file is opened with ``O_NOFOLLOW``; with
-        rotation (which opens by path), a link is refused at start.
-        """
-        opts = self.options
-        if opts.output == "-":
-            return FileSink.from_fd(1, "<stdout>")
-        if os.path.islink(opts.output):
-            raise ServeError(f"output {opts.output!r} is a symbolic link: give the real path")
-        try:
-            if opts.rotate_bytes is not None:
-                if _exists_not_regular(opts.output):
-                    raise ServeError(f"cannot rotate {opts.output!r}: not a regular file")
-                return RotatingFileSink(opts.output, opts.rotate_bytes, opts.backups)
-            fd = os.open(opts.output, _OUTPUT_FLAGS, OUTPUT_MODE)
-            stack.callback(os.close, fd)
-            sink = FileSink.from_fd(fd, opts.output)
-        except OSError as exc:
-            raise ServeError(
-                f"cannot open output {opts.output!r} for appending: {exc.strerror or exc}"
-            ) from None
-        # /dev/null, a FIFO, a terminal: fsync fails there (EINVAL), so it is skipped.
-        self._fsync_output = not _exists_not_regular(opts.output)
-        return sink
 
     async def _open_listeners(self, stack: AsyncExitStack) -> list[trio.SocketListener]:
         listeners: list[trio.SocketListener] = []
@@ -202,24 +164,6 @@ class LineServer:
             self.unix_paths.append(path)
         return listeners
 
-    def _aggregator_config(self, sink: FileSink) -> AggregatorConfig:
-        opts = self.options
-        sync_fn: Callable[[], Awaitable[object]] | None = None
-        interval = opts.fsync_interval
-        if isinstance(sink, RotatingFileSink):
-            if interval > 0:
-                sync_fn = sink.sync
-            else:
-                sync_fn, interval = sink.rotate_if_needed, ROTATE_CHECK_INTERVAL
-        elif self._fsync_output and interval > 0:
-            sync_fn = sink.sync
-        return opts.aggregator_config(
-            self._output.writer(sink.write),
-            sync_fn,
-            interval if sync_fn is not None else 0.0,
-            on_writer_error=self._output.lost_to_writer,
-        )
-
     # ------------------------------------------------------------------ running
 
     async def run(
@@ -238,9 +182,12 @@ class LineServer:
         """
         try:
             async with AsyncExitStack() as stack:
-                sink = self._open_sink(stack)
-                stack.callback(sink.close)
-                listeners = await self._open_listeners(stack)
+                try:
+                    self.outputs.open()
+                except OutputError as exc:
+                    raise ServeError(str(exc)) from None
+                stack.callback(self.outputs.close_now)
+                listeners = await self.inputs.open(stack, await self._open_listeners(stack))
                 self._metrics = await self._start_metrics()
                 if self._metrics is not None:
                     stack.push_async_callback(_in_thread_shielded, self._metrics.stop)
@@ -248,17 +195,17 @@ class LineServer:
                 receiver: AsyncIterator[int] | None = None
                 if handle_signals:
                     receiver = stack.enter_context(
-                        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+                        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
                     )
                 started = trio.current_time()
-                await self._serve(sink, listeners, receiver, task_status)
+                await self._serve(listeners, receiver, task_status)
                 server = self.collector.statistics()
-                self._output.count_drain_losses(server.lines, server.bytes_accepted)
-                final_errors = await self._close_sink(sink)
+                self.outputs.count_drain_losses(*self.inputs.accepted(server))
+                final_errors = await self.outputs.close()
+                for error in final_errors:
+                    self.message(error)
                 self._status.clear()
-                summary = self.summary = self._summary(
-                    sink, trio.current_time() - started, final_errors
-                )
+                summary = self.summary = self._summary(trio.current_time() - started, final_errors)
             self.exit_code = 0 if summary.ok else 1
             if self.options.announce:
                 print(
@@ -278,35 +225,34 @@ class LineServer:
         if self.metrics_address is not None:
             self.message(f"metrics on http://{format_address(*self.metrics_address)}/metrics")
 
-    def _summary(
-        self, sink: FileSink, seconds: float, final_errors: tuple[str, ...]
-    ) -> ServeSummary:
-        assert self._aggregator is not None
+    def _summary(self, seconds: float, final_errors: tuple[str, ...]) -> ServeSummary:
+        reports = self.outputs.reports()
+        primary = reports[0]
         return ServeSummary(
             seconds=seconds,
-            output=self.options.output if self.options.output != "-" else "<stdout>",
+            output=primary.name,
             server=self.collector.statistics(),
-            aggregator=self._aggregator.statistics(),
+            aggregator=primary.aggregator,
             losses=self.losses.snapshot(),
-            rotations=sink.rotations if isinstance(sink, RotatingFileSink) else 0,
+            rotations=primary.rotations,
             cut_records=self.options.cut_records,
             final_errors=final_errors,
+            inputs=self.inputs.statistics(),
+            outputs=reports,
         )
 
     async def _serve(
         self,
-        sink: FileSink,
-        listeners: Sequence[trio.SocketListener],
+        listeners: Sequence[trio.abc.Listener[trio.abc.Stream]],
         receiver: AsyncIterator[int] | None,
         task_status: trio.TaskStatus[LineServer],
     ) -> None:
         async with trio.open_nursery() as nursery:
-            aggregator = self._aggregator = await connect_aggregator(
-                nursery, self._aggregator_config(sink)
-            )
+            await self.outputs.start(nursery)
             if self._metrics is not None:
-                self._metrics.register(aggregator)
+                self._metrics.register_outputs(self.outputs)
                 self._metrics.register_losses(self.losses.snapshot)
+                self.inputs.register_metrics(self._metrics)
             try:
                 if receiver is not None:
                     nursery.start_soon(self._watch_signals, receiver)
@@ -314,11 +260,12 @@ class LineServer:
                     nursery.start_soon(self._status.show, self.status_line)
                 async with trio.open_nursery() as serving:
                     await serving.start(self.collector.serve, listeners)
+                    serving.start_soon(self.inputs.serve)
                     if self._shutdown_requested:
                         self.collector.stop(self.options.shutdown_timeout)
                     task_status.started(self)
             finally:
-                await aggregator.aclose()
+                await self.outputs.close_aggregators()
                 nursery.cancel_scope.cancel()
 
     async def _start_metrics(self) -> MetricsEndpoint | None:
@@ -335,23 +282,12 @@ class LineServer:
                 f"cannot serve metrics on {format_address(host, port)}: {exc.strerror or exc}"
             ) from None
 
-    async def _close_sink(self, sink: FileSink) -> tuple[str, ...]:
-        """fsync and close the output; the problems met, as messages."""
-        errors: list[str] = []
-        if self._fsync_output:
-            try:
-                await sink.fsync()
-            except OSError as exc:
-                errors.append(f"final fsync of {sink.path!r} failed: {exc.strerror or exc}")
-        await sink.aclose()
-        for error in errors:
-            self.message(error)
-        return tuple(errors)
-
     async def _watch_signals(self, receiver: AsyncIterator[int]) -> None:
         async for signum in receiver:
             name = signal.Signals(signum).name
-            if not self._shutdown_requested:
+            if signum == signal.SIGHUP:
+                self.reopen_output()
+            elif not self._shutdown_requested:
                 self.message(
                     f"{name}: stopping (clients get up to {self.options.shutdown_timeout:g} s"
                     " to finish; send it again to close every connection now)"
@@ -367,14 +303,21 @@ class LineServer:
                 self.message(f"{name} a third time: giving up what waits (counted lost)")
                 self.shutdown(force=True)
 
+    def reopen_output(self) -> None:
+        """What SIGHUP does: reopen the output file between two writes (logrotate)."""
+        if self.outputs.request_reopen():
+            self.message("SIGHUP: reopening the output file")
+        else:
+            self.message("SIGHUP: no output file to reopen (ignored)")
+
     # ------------------------------------------------------------------ status line
 
     def status_line(self, seconds: float, previous: tuple[int, int]) -> tuple[str, tuple[int, int]]:
         """The status text over the last *seconds*, and the counts to pass next time."""
-        assert self._aggregator is not None
-        server = self.collector.statistics()
-        agg = self._aggregator.statistics()
-        lines, nbytes = server.lines, agg.bytes_written
+        assert self.aggregator is not None
+        server, inputs = self.collector.statistics(), self.inputs.statistics()
+        agg = self.aggregator.statistics()
+        lines, nbytes = server.lines + inputs.lines, agg.bytes_written
         seconds = max(seconds, 1e-9)
         errors = agg.writer_errors + agg.callback_errors + server.accept_errors
         text = (
@@ -383,23 +326,9 @@ class LineServer:
             f" | buffered {agg.nb_processing - agg.nb_held:,}/{agg.buffer_size:,}"
             f" (+{agg.nb_held:,} in the writer's batch)"
             f" | blocked {agg.nb_waiting:,} | errors {errors:,}"
-            f" | lost {self.losses.snapshot().total_lines:,} lines"
-        )
+            f" | lost {self.losses.snapshot().total_lines:,} lines{inputs.status()}"
+        ) + forward_status(self.outputs)
         return text, (lines, nbytes)
-
-
-OUTPUT_MODE = 0o640
-"""Permissions of an output file the server creates (minus the umask)."""
-
-_OUTPUT_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | os.O_NOFOLLOW
-
-
-def _exists_not_regular(path: str) -> bool:
-    """Whether *path* is something other than a regular file (a device, a FIFO...)."""
-    try:
-        return not stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
 
 
 async def _in_thread_shielded(fn: Callable[[], object]) -> None:

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
 
     from trio_aggregator import AggregatorStatistics
 
+    from ._inputs import InputStatistics
     from ._losses import LossSnapshot
+    from ._outputs import OutputReport
 
 __all__ = ["Counters", "ServeSummary", "ServerStatistics", "format_table"]
 
@@ -95,6 +97,16 @@ class ServeSummary:
     """Lines and bytes read and not written, by reason."""
     final_errors: tuple[str, ...] = ()
     """Problems met while closing the output (a failed final fsync...)."""
+    outputs: tuple[OutputReport, ...] = ()
+    """Each output's own figures (the file, the forward targets), in order."""
+
+    inputs: InputStatistics | None = None
+    """The TLS and UDP figures (UDP kernel drops are shown, not in `ok`: never read)."""
+
+    @property
+    def lines(self) -> int:
+        """Lines handed to the aggregator, from every input (UDP records included)."""
+        return self.server.lines + (self.inputs.lines if self.inputs is not None else 0)
 
     @property
     def ok(self) -> bool:
@@ -107,6 +119,7 @@ class ServeSummary:
             or agg.callback_errors
             or agg.dropped
             or self.final_errors
+            or not all(out.ok for out in self.outputs)
         )
 
     @property
@@ -118,7 +131,7 @@ class ServeSummary:
         agg = self.aggregator
         seconds = max(self.seconds, 1e-9)
         return [
-            ("lines/s", f"{self.server.lines / seconds:,.0f}"),
+            ("lines/s", f"{self.lines / seconds:,.0f}"),
             ("MB/s", f"{agg.bytes_written / seconds / 1e6:,.1f}"),
             ("writer calls", f"{agg.writer_calls:,}"),
             (
@@ -134,7 +147,7 @@ class ServeSummary:
         rows = [
             ("seconds", f"{self.seconds:.2f}"),
             ("connections", f"{s.connections_total:,} (peak {s.connections_peak:,} at once)"),
-            ("lines", f"{s.lines:,}"),
+            ("lines", f"{self.lines:,}"),
             ("bytes received", f"{s.bytes_received:,}"),
             ("bytes written", f"{agg.bytes_written:,}"),
             *self.throughput_rows(),
@@ -145,13 +158,23 @@ class ServeSummary:
             ("line timeouts", f"{s.line_timeouts:,}"),
             ("refused", f"{s.refused_per_address:,} (too many from one address)"),
             ("resets", f"{s.resets:,}"),
+            *(self.inputs.rows() if self.inputs is not None else ()),
             ("errors", f"{agg.writer_errors + agg.callback_errors + s.accept_errors:,}"),
             ("lost lines", self.losses.describe()),
             ("dropped writes", f"{agg.dropped:,} (aggregator items: chunks of lines)"),
             ("output", self.output + (f" ({self.rotations} rotations)" if self.rotations else "")),
         ]
+        rows.extend(self.output_rows())
         rows.extend(("error", message) for message in self.final_errors)
         return rows
+
+    def output_rows(self) -> list[tuple[str, str]]:
+        """A row per output when there are several or one forwards; SIGHUP reopenings."""
+        reports = self.outputs
+        if len(reports) == 1 and reports[0].kind == "file":
+            reopenings = reports[0].reopenings
+            return [("reopened", f"{reopenings:,} (SIGHUP)")] if reopenings else []
+        return [(f"{out.kind} {out.name}", out.describe()) for out in reports]
 
 
 def format_table(rows: Sequence[tuple[str, str]], indent: str = "  ") -> str:
