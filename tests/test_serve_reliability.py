@@ -376,6 +376,31 @@ async def test_clients_connecting_sending_and_closing_as_shutdown_starts_lose_no
     assert sent, "none got in"
 
 
+async def test_a_forced_shutdown_counts_what_connections_waiting_for_a_slot_sent(
+    tmp_path: Path,
+) -> None:
+    stderr = io.StringIO()
+    opts = options(tmp_path, max_connections=1)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(run_server, opts, stderr=stderr))
+        address = server.tcp_addresses[0]
+        with (
+            socket.create_connection(address) as holder,
+            socket.create_connection(address) as waiting,
+        ):
+            holder.sendall(b"held\n")
+            await wait_for(lambda: server.collector.statistics().lines == 1)
+            waiting.sendall(b"never read 1\nnever read 2\n")  # accepted, waits for a slot
+            await wait_for(lambda: unsent_bytes(waiting) == 0)
+            await trio.testing.wait_all_tasks_blocked()
+            server.shutdown(force=True)
+            await server.wait_finished()
+    assert server.exit_code == 1
+    assert (tmp_path / "out.log").read_bytes() == b"held\n"
+    assert server.summary is not None
+    assert server.summary.losses.lines["unread"] == 2
+
+
 async def test_connections_queued_when_the_shutdown_timeout_ends_are_counted(
     tmp_path: Path,
 ) -> None:

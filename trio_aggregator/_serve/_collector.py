@@ -428,7 +428,7 @@ class LineCollector:
         """Stop at once: close every connection; what was read is still handed over.
 
         Connections are closed without reading more, and those waiting for a slot are
-        dropped unread; a chunk already read still waits for room in the aggregator, up
+        dropped unread (what the kernel holds for them is counted lost); a chunk already read still waits for room in the aggregator, up
         to *abort_grace* seconds, then it is counted lost (``forced_shutdown``). A
         second call cancels everything at once (what was waiting is counted lost).
         """
