@@ -27,7 +27,9 @@ from ._argtypes import (
     seconds_arg,
     size_arg,
 )
+from ._binary import BINARY_POLICIES
 from ._demo import DemoOptions, run_demo
+from ._framing import FRAMINGS
 from ._lines import DEFAULT_MAX_LINE_BYTES
 from ._listeners import parse_tcp_address
 from ._options import (
@@ -246,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a line the server cuts (idle timeout, shutdown): 'mark' writes it followed by"
         " ' [cut by trio-aggregator: REASON]'; 'drop' drops it, counted lost (default mark)",
     )
+    _add_framing_arguments(serve)
     display = serve.add_argument_group("display")
     display.add_argument(
         "--status-interval",
@@ -298,6 +301,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_framing_arguments(serve: argparse.ArgumentParser) -> None:
+    framing = serve.add_argument_group("input framing (see 'Collecting syslog' in the docs)")
+    framing.add_argument(
+        "--framing",
+        choices=FRAMINGS,
+        default="auto",
+        help="auto: a record starting with 'LENGTH SP' is octet-counted (RFC 6587), others"
+        " end at LF or NUL; lines: records end at LF only; octet-counted: every record"
+        " must be (others are framing errors) (default auto)",
+    )
+    framing.add_argument(
+        "--no-nul-terminator",
+        dest="nul_terminates",
+        action="store_false",
+        help="NUL does not end a record (it is kept, and the record counted binary)",
+    )
+    framing.add_argument(
+        "--binary",
+        choices=BINARY_POLICIES,
+        default="keep",
+        help="records holding NUL or invalid UTF-8: 'keep' writes them (counted);"
+        " 'reject' drops them, counted lost (default keep)",
+    )
+
+
 def _serve_options(args: argparse.Namespace) -> ServeOptions:
     tcp: list[tuple[str, int]] = args.tcp or []
     unix: list[str] = args.unix or []
@@ -323,6 +351,9 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
         quiet=args.quiet,
         status_interval=args.status_interval,
         metrics=args.metrics,
+        framing=args.framing,
+        nul_terminates=args.nul_terminates,
+        binary=args.binary,
     )
 
 

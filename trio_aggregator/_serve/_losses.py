@@ -11,7 +11,9 @@ read); an operator needs lines. So the server keeps its own account, in lines an
 * ``cut``: records the server cut (idle timeout, line deadline, shutdown) that the
   ``cut_records="drop"`` policy dropped;
 * ``unread``: lines still in the kernel's receive buffer when the server closed the
-  connection at the shutdown deadline, as far as one non-blocking read can tell.
+  connection at the shutdown deadline, as far as one non-blocking read can tell;
+* ``binary``: binary records (a NUL byte, invalid UTF-8) that ``--binary reject``
+  did not write.
 
 Any loss makes the exit status 1.
 """
@@ -35,6 +37,7 @@ LOSS_REASONS: tuple[str, ...] = (
     "forced_shutdown",
     "cut",
     "unread",
+    "binary",
 )
 """Why lines were lost, in the order the summary shows them."""
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from trio_aggregator import Aggregator
 
     from ._losses import LossSnapshot
+    from ._statistics import ServerStatistics
 
 __all__ = ["MetricsEndpoint", "start_metrics_endpoint"]
 
@@ -53,6 +54,10 @@ class MetricsEndpoint:
     def register_losses(self, losses: Callable[[], LossSnapshot]) -> None:
         """Serve the server's own counts of lines lost (*losses* gives a snapshot)."""
         self._registry.register(_LossCollector(losses))
+
+    def register_input(self, statistics: Callable[[], ServerStatistics]) -> None:
+        """Serve the counts of what the input's framing truncated, discarded or flagged."""
+        self._registry.register(_InputCollector(statistics))
 
     def stop(self) -> None:
         """Stop serving; blocks up to 0.5 s (the server polls at that interval)."""
@@ -98,3 +103,27 @@ class _LossCollector:
             for reason, value in counts.items():
                 family.add_metric([reason], value)
             yield family
+
+
+_INPUT_COUNTERS = (
+    ("lines_truncated", "Records cut to --max-line-bytes."),
+    ("bytes_discarded", "Bytes of over-long records thrown away."),
+    ("framing_errors", "Malformed frames, and octet-counted frames over --max-line-bytes."),
+    ("binary_records", "Records holding NUL (where NUL does not end one) or invalid UTF-8."),
+)
+
+
+class _InputCollector:
+    """``trio_aggregator_serve_{lines_truncated,bytes_discarded,...}_total``."""
+
+    def __init__(self, statistics: Callable[[], ServerStatistics]) -> None:
+        self._statistics = statistics
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import CounterMetricFamily
+
+        snapshot = self._statistics()
+        for name, documentation in _INPUT_COUNTERS:
+            yield CounterMetricFamily(
+                f"trio_aggregator_serve_{name}", documentation, value=getattr(snapshot, name)
+            )

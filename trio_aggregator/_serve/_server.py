@@ -46,7 +46,7 @@ from ._listeners import (
 from ._losses import Losses, OutputAccount
 from ._metrics import MetricsEndpoint, start_metrics_endpoint
 from ._options import ROTATE_CHECK_INTERVAL
-from ._statistics import ServeSummary, format_table
+from ._statistics import ServeSummary, format_table, input_status
 from ._status import StatusDisplay
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ class LineServer:
             cut_records=options.cut_records,
             line_timeout=options.line_timeout,
             max_per_address=options.max_per_address,
+            framing=options.framing_rules(),
         )
         self.tcp_addresses: list[tuple[str, int]] = []
         self.unix_paths: list[str] = []
@@ -307,6 +308,7 @@ class LineServer:
             if self._metrics is not None:
                 self._metrics.register(aggregator)
                 self._metrics.register_losses(self.losses.snapshot)
+                self._metrics.register_input(self.collector.statistics)
             try:
                 if receiver is not None:
                     nursery.start_soon(self._watch_signals, receiver)
@@ -384,7 +386,7 @@ class LineServer:
             f" (+{agg.nb_held:,} in the writer's batch)"
             f" | blocked {agg.nb_waiting:,} | errors {errors:,}"
             f" | lost {self.losses.snapshot().total_lines:,} lines"
-        )
+        ) + input_status(server)
         return text, (lines, nbytes)
 
 

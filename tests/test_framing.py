@@ -1,0 +1,235 @@
+"""Input framing (issue 10): octet-counted and traditional frames, NUL, escaping, binary."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trio_aggregator._serve._binary import BinaryRecords, is_binary
+from trio_aggregator._serve._collector import LineCollector
+from trio_aggregator._serve._framing import (
+    CheckedLineSplitter,
+    FrameSplitter,
+    FramingRules,
+    escape_controls,
+)
+
+
+def octet(record: bytes) -> bytes:
+    return b"%d %s" % (len(record), record)
+
+
+def split(
+    chunks: list[bytes], rules: FramingRules | None = None, max_line_bytes: int = 100
+) -> tuple[bytes, CheckedLineSplitter | FrameSplitter]:
+    splitter = (rules or FramingRules()).splitter(max_line_bytes)
+    out = b""
+    for chunk in chunks:
+        out += splitter.feed(chunk)
+        assert splitter.pending_bytes <= max_line_bytes + 9
+    return out + splitter.finish(), splitter
+
+
+def every_cut(stream: bytes) -> list[list[bytes]]:
+    """*stream* whole, byte by byte, and cut in two at every place."""
+    cuts = [[stream], [stream[i : i + 1] for i in range(len(stream))]]
+    cuts += [[stream[:i], stream[i:]] for i in range(1, len(stream))]
+    return cuts
+
+
+# ---------------------------------------------------------------------------- auto
+
+
+def test_auto_reads_plain_lines_as_lines_splitter_does() -> None:
+    out, splitter = split([b"hello\nwor", b"ld\n\nlast"])
+    assert out == b"hello\nworld\n\nlast\n"
+    assert (splitter.framing_errors, splitter.binary_records, splitter.partial_lines) == (0, 0, 1)
+
+
+def test_auto_reads_octet_counted_frames_with_embedded_newlines_escaped() -> None:
+    stream = octet(b"<13>one\ntwo") + octet(b"<13>tab\there\n") + octet(b"<13>x\x1b\r")
+    for chunks in every_cut(stream):
+        out, splitter = split(chunks)
+        assert out == b"<13>one#012two\n<13>tab#011here\n<13>x#033#015\n", chunks
+        assert splitter.framing_errors == 0
+
+
+def test_auto_switches_between_framings_record_by_record() -> None:
+    stream = b"plain\n" + octet(b"<14>a b") + b"<14>nul ended\0" + octet(b"c") + b"2026-12-07 x\n"
+    for chunks in every_cut(stream):
+        out, splitter = split(chunks)
+        assert out == b"plain\n<14>a b\n<14>nul ended\nc\n2026-12-07 x\n", chunks
+        assert (splitter.framing_errors, splitter.partial_lines) == (0, 0)
+
+
+def test_auto_digits_not_followed_by_a_space_start_a_traditional_line() -> None:
+    out, splitter = split([b"2026-12-07 start\n0 zero\n1234567890 ten digits\n42x\n"])
+    assert out == b"2026-12-07 start\n0 zero\n1234567890 ten digits\n42x\n"
+    assert splitter.framing_errors == 0
+
+
+def test_nul_ends_a_traditional_frame_unless_told_otherwise() -> None:
+    stream = b"<14>one\0<14>two\0"
+    assert split([stream])[0] == b"<14>one\n<14>two\n"
+    out, splitter = split([stream], FramingRules(nul_terminates=False))
+    assert out == stream + b"\n"
+    assert (splitter.binary_records, splitter.partial_lines) == (1, 1)
+
+
+def test_an_over_long_octet_counted_frame_is_truncated_and_the_reader_stays_in_step() -> None:
+    stream = octet(b"A" * 30) + octet(b"next")
+    for chunks in ([stream], [stream[:5], stream[5:20], stream[20:]]):
+        out, splitter = split(chunks, max_line_bytes=10)
+        assert out == b"A" * 10 + b"\nnext\n"
+        assert (splitter.framing_errors, splitter.lines_truncated) == (1, 1)
+        assert splitter.bytes_discarded == 20
+
+
+def test_a_frame_cut_short_by_the_client_is_kept_as_a_partial_record() -> None:
+    out, splitter = split([b"10 <13>ab\ncd"])
+    assert out == b"<13>ab#012cd\n"
+    assert splitter.partial_lines == 1
+
+
+def test_take_pending_gives_the_frame_being_read_escaped() -> None:
+    splitter = FramingRules().splitter(100)
+    assert splitter.feed(b"ok\n20 <13>half\nway") == b"ok\n"
+    assert splitter.take_pending() == b"<13>half#012way"
+    assert splitter.pending_bytes == 0
+    assert splitter.feed(b"12") == b""  # an unfinished octet count is pending too
+    assert splitter.pending_bytes == 2
+    assert splitter.take_pending() == b"12"
+
+
+# ---------------------------------------------------------------------------- octet-counted
+
+
+def test_octet_counted_counts_a_malformed_frame_and_resynchronises_at_the_next_lf() -> None:
+    rules = FramingRules(framing="octet-counted")
+    stream = octet(b"a") + b"no count\n" + b"12x bad delimiter\n" + octet(b"b") + b"0 \n"
+    for chunks in every_cut(stream):
+        out, splitter = split(chunks, rules)
+        assert out == b"a\nno count\n12x bad delimiter\nb\n0 \n", chunks
+        assert splitter.framing_errors == 3
+
+
+def test_octet_counted_malformed_frame_ends_at_nul_too() -> None:
+    out, splitter = split([b"<14>x\0" + octet(b"y")], FramingRules(framing="octet-counted"))
+    assert out == b"<14>x\ny\n"
+    assert splitter.framing_errors == 1
+
+
+# ---------------------------------------------------------------------------- property
+
+
+record_text = st.binary(max_size=30).filter(lambda r: b"\n" not in r and b"\0" not in r)
+
+
+@given(
+    records=st.lists(st.tuples(st.booleans(), record_text), max_size=25),
+    max_line_bytes=st.integers(1, 40),
+    cuts=st.lists(st.integers(0, 900), max_size=12),
+)
+def test_auto_property(
+    records: list[tuple[bool, bytes]], max_line_bytes: int, cuts: list[int]
+) -> None:
+    """Whatever the chunking: every record once, in order, one line each, bounded memory."""
+    # A traditional record must not look like an octet count (that is auto's rule), and
+    # an octet-counted one is not empty (a length of 0 is malformed).
+    records = [
+        (counted and bool(text), b"x" + text if not counted and text[:1].isdigit() else text)
+        for counted, text in records
+    ]
+    stream = b"".join(octet(text) if counted else text + b"\n" for counted, text in records)
+    bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    chunks = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+    out, splitter = split(chunks, max_line_bytes=max_line_bytes)
+    expected = b"".join(
+        (escape_controls(text[:max_line_bytes]) if counted else text[:max_line_bytes]) + b"\n"
+        for counted, text in records
+    )
+    assert out == expected
+    too_long = [len(text) > max_line_bytes for _, text in records]
+    assert splitter.lines_truncated == sum(too_long)
+    assert splitter.framing_errors == sum(
+        long for (counted, _), long in zip(records, too_long, strict=True) if counted
+    )
+
+
+# ---------------------------------------------------------------------------- binary
+
+
+def test_is_binary() -> None:
+    assert not is_binary("héllo".encode(), nul=True)
+    assert is_binary(b"\xff\xfe", nul=False)
+    assert is_binary(b"a\0b", nul=True)
+    assert not is_binary(b"a\0b", nul=False)
+
+
+def test_binary_records_are_counted_and_kept_by_default() -> None:
+    out, splitter = split([b"text\n\xff\xfe pickle\n" + octet(b"a\0b")])
+    assert out == b"text\n\xff\xfe pickle\na#000b\n"
+    assert splitter.binary_records == 2
+
+
+def test_binary_records_rejected_are_handed_over_to_be_counted() -> None:
+    rejected: list[bytes] = []
+    rules = FramingRules(binary="reject")
+    splitter = rules.splitter(100, rejected.append)
+    stream = b"ok\n\xff\xfe\n" + octet(b"a\0b") + "é\n".encode() + b"\xc3"
+    assert splitter.feed(stream) == "ok\né\n".encode()
+    assert splitter.finish() == b""
+    assert rejected == [b"\xff\xfe\n", b"a\0b\n", b"\xc3\n"]
+    assert splitter.binary_records == 3
+
+
+def test_lines_framing_is_line_splitter_with_binary_lines_counted() -> None:
+    rejected: list[bytes] = []
+    splitter = FramingRules(framing="lines", binary="reject").splitter(100, rejected.append)
+    assert isinstance(splitter, CheckedLineSplitter)
+    assert splitter.feed(b"5 not a count\nnul\0inside\n<14>x\0") == b"5 not a count\n"
+    assert splitter.take_pending() == b""
+    assert rejected == [b"nul\0inside\n", b"<14>x\0"]
+    assert (splitter.binary_records, splitter.framing_errors) == (2, 0)
+
+
+def test_bad_rules_are_refused() -> None:
+    with pytest.raises(ValueError, match="framing"):
+        FramingRules(framing="syslog")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="binary"):
+        BinaryRecords("drop", nul_is_binary=True)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        FramingRules(nul_terminates=1)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- collector
+
+
+class Written:
+    def __init__(self) -> None:
+        self.data = b""
+
+    async def __call__(self, chunk: bytes) -> None:
+        await trio.lowlevel.checkpoint()
+        self.data += chunk
+
+
+async def test_collector_counts_framing_errors_binary_records_and_rejections() -> None:
+    written = Written()
+    rules = FramingRules(framing="octet-counted", binary="reject")
+    collector = LineCollector(written, framing=rules)
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collector.handle, server)
+        await client.send_all(octet(b"<13>a\nb") + b"oops\n" + octet(b"\xff"))
+        await client.aclose()
+    assert written.data == b"<13>a#012b\noops\n"
+    stats = collector.statistics()
+    assert (stats.lines, stats.framing_errors, stats.binary_records) == (2, 1, 1)
+    losses = collector.losses.snapshot()
+    assert (losses.lines["binary"], losses.bytes["binary"]) == (1, 2)
