@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import aggregator_cases as agg
-from . import baselines, scaling
+from . import baselines, scaling, serve_cases
 from ._common import CaseFn, CaseResult, Params, median, percentile, run_group
 from .micro import micro_costs
 from .report import (
@@ -55,7 +55,7 @@ class Case:
     fn: CaseFn
     description: str
     needs: str = ""
-    """``aggregator`` or ``anyio`` when the case needs that import."""
+    """``aggregator``, ``anyio`` or ``rsyslogd`` when the case needs that."""
 
 
 THROUGHPUT_CASES: tuple[Case, ...] = (
@@ -120,6 +120,39 @@ FILE_CASES: tuple[Case, ...] = (
     ),
 )
 
+
+SERVE_CASES: tuple[Case, ...] = (
+    Case(
+        "serve_lines",
+        serve_cases.serve_case("lines", octet=False),
+        "serve --framing lines, newline-delimited input, loopback TCP",
+        "aggregator",
+    ),
+    Case(
+        "serve_newline",
+        serve_cases.serve_case("auto", octet=False),
+        "serve (default framing: auto), newline-delimited input",
+        "aggregator",
+    ),
+    Case(
+        "serve_octet",
+        serve_cases.serve_case("auto", octet=True),
+        "serve (default framing: auto), octet-counted input (RFC 6587)",
+        "aggregator",
+    ),
+    Case(
+        "rsyslog_imtcp",
+        serve_cases.rsyslog_imtcp,
+        "rsyslogd imtcp -> omfile, the newline input of serve_newline",
+        "rsyslogd",
+    ),
+)
+"""``serve`` by input framing, and rsyslog on the same load.
+
+Run at ``--serve-size`` (line size) and ``--serve-connections``."""
+
+SERVE_GROUP = "serve"
+"""``--cases serve`` selects every serve case."""
 
 SCALING_CASES: tuple[Case, ...] = (
     Case(
@@ -214,6 +247,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=1,
         help="seed of the random cancellation order (default 1)",
     )
+    p.add_argument(
+        "--serve-size", type=int, default=100, help="line size of the serve cases (default 100)"
+    )
+    p.add_argument(
+        "--serve-connections",
+        type=int,
+        help="client connections of the serve cases (default 10)",
+    )
     p.add_argument("--json", type=Path, help="JSON output (default benchmarks/results/latest.json)")
     p.add_argument("--chart", type=Path, help="PNG chart (default benchmarks/results/latest.png)")
     p.add_argument("--no-chart", action="store_true", help="draw no chart")
@@ -242,6 +283,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.memory_items = 2_000 if smoke else 100_000
     if args.cycles is None:
         args.cycles = 30 if smoke else 2_000
+    if args.serve_connections is None:
+        args.serve_connections = 2 if smoke else 10
+    if args.serve_size < 2 or args.serve_connections < 1:
+        p.error("--serve-size must be >= 2 and --serve-connections positive")
     if args.scaling_producers is None:
         args.scaling_producers = 500 if smoke else 10_000
     if args.scaling_producers < 1 or args.scaling_items < 1:
@@ -272,6 +317,8 @@ def _skip_reason(case: Case, agg_missing: str | None) -> str | None:
         return f"trio_aggregator unavailable ({agg_missing})"
     if case.needs == "anyio" and not baselines.anyio_available():
         return "anyio not installed"
+    if case.needs == "rsyslogd" and serve_cases.rsyslogd() is None:
+        return "rsyslogd not installed"
     return None
 
 
@@ -394,6 +441,30 @@ def compute_targets(
         )
     if scaling_producers:
         out += scaling_targets(rows, blocked, scaling_producers, scaling_items)
+    out += serve_targets(rows)
+    return out
+
+
+#: Serve targets: octet-counted input against newline input (both default framing),
+#: the default framing against ``--framing lines`` on newline input, and serve's
+#: newline case against rsyslog imtcp on the same load.
+SERVE_NEEDS = (
+    ("serve octet", "serve_octet", "serve_newline", 0.5),
+    ("serve auto", "serve_newline", "serve_lines", 0.85),
+    ("serve vs rsyslog", "serve_newline", "rsyslog_imtcp", 1.0),
+)
+
+
+def serve_targets(rows: Sequence[Row]) -> list[Target]:
+    """The serve ratios, lines/s of one case over another's in this run."""
+    index = {(r.case, r.size, r.producers): r for r in rows if r.group == SERVE_GROUP}
+    out: list[Target] = []
+    for size, producers in sorted({(size, p) for _, size, p in index}):
+        for name, a, b, need in SERVE_NEEDS:
+            value = _ratio(index, a, b, size, producers)
+            detail = f"{a} / {b} lines/s, {producers} conns, {size_label(size)} lines"
+            passed = None if math.isnan(value) else value >= need
+            out.append(Target(name, detail, value, "x", f">= {need:g}x", passed))
     return out
 
 
@@ -484,6 +555,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{'memory':24} tracemalloc bytes per buffered item (aggregator and baselines)")
         print(f"{'startstop':24} open_aggregator / Aggregator start+stop cycle times")
         print(f"{'micro':24} ns per item of each step, without task switches")
+        for case in SERVE_CASES:
+            print(f"{case.name:24} {case.description}")
+        print(f"{SERVE_GROUP:24} all the serve cases")
         for case in SCALING_CASES:
             print(f"{case.name:24} {case.description}")
         for name, description in BLOCKED_DESCRIPTIONS.items():
@@ -494,10 +568,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     scaling_names = {c.name for c in SCALING_CASES} | set(BLOCKED_CASES)
     if wanted is not None and SCALING_GROUP in wanted:
         wanted = (wanted - {SCALING_GROUP}) | scaling_names
+    serve_names = {c.name for c in SERVE_CASES}
+    if wanted is not None and SERVE_GROUP in wanted:
+        wanted = (wanted - {SERVE_GROUP}) | serve_names
     known = (
         {c.name for c in (*THROUGHPUT_CASES, *FILE_CASES)}
         | {"memory", "startstop", "micro"}
         | scaling_names
+        | serve_names
     )
     if wanted is not None and not wanted <= known:
         print(f"unknown case(s): {', '.join(sorted(wanted - known))}", file=sys.stderr)
@@ -519,6 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("throughput", THROUGHPUT_CASES, args.sizes, args.producers),
             ("file", FILE_CASES, args.sizes, [args.file_producers]),
             (SCALING_GROUP, SCALING_CASES, [scaling.ITEM_SIZE], [args.scaling_producers]),
+            (SERVE_GROUP, SERVE_CASES, [args.serve_size], [args.serve_connections]),
         ]
         for group, all_cases, sizes, producer_counts in groups:
             cases: list[Case] = []
@@ -658,10 +737,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "scaling_producers": args.scaling_producers,
             "scaling_items": args.scaling_items,
             "scaling_seed": args.scaling_seed,
+            "serve_size": args.serve_size,
+            "serve_connections": args.serve_connections,
             "skipped": skipped,
             "cases": {
                 **{c.name: c.description for c in (*THROUGHPUT_CASES, *FILE_CASES)},
                 **{c.name: c.description for c in SCALING_CASES},
+                **{c.name: c.description for c in SERVE_CASES},
                 **BLOCKED_DESCRIPTIONS,
             },
         },
@@ -754,6 +836,9 @@ def _report(
     scaled = [r for r in rows if r.group == SCALING_GROUP]
     if scaled:
         out += [throughput_table(scaled, rst=rst), ""]
+    served = [r for r in rows if r.group == SERVE_GROUP]
+    if served:
+        out += [throughput_table(served, rst=rst), ""]
     if blocked:
         out += [blocked_table(blocked, rst=rst), ""]
     if memory:
