@@ -65,13 +65,16 @@ examples:
       (needs the extra: python -m pip install 'trio-aggregator[prometheus]')
   echo hello | nc -N 127.0.0.1 5140
       send one line (OpenBSD netcat; -q0 with traditional netcat)
+  logger --tcp --octet-count -n 127.0.0.1 -P 5140 -t app "syslog works too"
+      syslog over TCP, octet-counted or not (--framing auto, the default)
 
 Every complete line a client sends is written whole (never interleaved with another
 client's), and each connection's lines keep their order. A line longer than
 --max-line-bytes is truncated to that length (the rest of it is discarded and counted);
 a last line without a newline is kept when the client disconnects. SIGINT or SIGTERM:
 stop accepting, let clients finish (up to --shutdown-timeout), write everything, fsync,
-print a summary, exit 0 (1 if a line read was lost: every loss is counted, in lines).
+print a summary, exit 0 (1 if a line read was lost: every loss is counted, in lines;
+or if a framing error was met).
 A second signal closes connections at once (what was read is still written).
 """
 

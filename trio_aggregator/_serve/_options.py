@@ -9,7 +9,7 @@ import attrs
 from trio_aggregator import AggregatorConfig
 
 from ._binary import BINARY_POLICIES, BinaryPolicy
-from ._checks import count, flag, seconds
+from ._checks import count, flag, one_of, seconds
 from ._collector import SHUTDOWN_IDLE, CutRecords
 from ._framing import FRAMINGS, Framing, FramingRules
 from ._lines import DEFAULT_MAX_LINE_BYTES
@@ -162,15 +162,13 @@ class ServeOptions:
 
     # -- input framing (``_framing``, ``_binary``)
 
-    framing: Framing = attrs.field(default="auto", validator=attrs.validators.in_(FRAMINGS))
+    framing: Framing = attrs.field(default="auto", validator=one_of(FRAMINGS))
     """``"auto"`` (octet-counted or traditional, per record), ``"lines"`` or ``"octet-counted"``."""
 
     nul_terminates: bool = attrs.field(default=True, validator=flag)
     """Whether NUL ends a traditional frame (``auto``, ``octet-counted``)."""
 
-    binary: BinaryPolicy = attrs.field(
-        default="keep", validator=attrs.validators.in_(BINARY_POLICIES)
-    )
+    binary: BinaryPolicy = attrs.field(default="keep", validator=one_of(BINARY_POLICIES))
     """Binary records (NUL, invalid UTF-8): ``"keep"`` (write, count) or ``"reject"``."""
 
     def framing_rules(self) -> FramingRules:

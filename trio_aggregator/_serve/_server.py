@@ -232,7 +232,7 @@ class LineServer:
         """Serve until `shutdown` (or SIGINT/SIGTERM with *handle_signals*); the exit code.
 
         0 when every line received was written; 1 when some were lost (counted in
-        `losses`, by reason) or the final fsync failed.
+        `losses`, by reason), a framing error was met or the final fsync failed.
 
         Raises:
             ServeError: The output cannot be opened or an address cannot be listened on.
