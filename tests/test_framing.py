@@ -31,7 +31,7 @@ def split(
     out = b""
     for chunk in chunks:
         out += splitter.feed(chunk)
-        assert splitter.pending_bytes <= max_line_bytes + 9
+        assert splitter.pending_bytes <= max_line_bytes + 10
     return out + splitter.finish(), splitter
 
 
@@ -104,6 +104,10 @@ def test_take_pending_gives_the_frame_being_read_escaped() -> None:
     assert splitter.feed(b"12") == b""  # an unfinished octet count is pending too
     assert splitter.pending_bytes == 2
     assert splitter.take_pending() == b"12"
+    assert splitter.feed(b"5 ") == b""  # a frame has begun: its octet count is pending
+    assert splitter.pending_bytes == 2
+    assert splitter.feed(b"ab") == b""
+    assert splitter.pending_bytes == 4
 
 
 # ---------------------------------------------------------------------------- octet-counted
@@ -159,6 +163,26 @@ def test_auto_property(
     assert splitter.framing_errors == sum(
         long for (counted, _), long in zip(records, too_long, strict=True) if counted
     )
+
+
+@given(
+    records=st.lists(st.tuples(st.booleans(), record_text), max_size=25),
+    cuts=st.lists(st.integers(0, 900), max_size=12),
+)
+def test_octet_counted_property(records: list[tuple[bool, bytes]], cuts: list[int]) -> None:
+    """Malformed frames amid good ones: each record once, in order; each error counted."""
+    records = [
+        (True, text) if counted and text else (False, b"x" + text) for counted, text in records
+    ]
+    stream = b"".join(octet(text) if counted else text + b"\n" for counted, text in records)
+    bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    chunks = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+    out, splitter = split(chunks, FramingRules(framing="octet-counted"), max_line_bytes=40)
+    expected = b"".join(
+        (escape_controls(text) if counted else text) + b"\n" for counted, text in records
+    )
+    assert out == expected
+    assert splitter.framing_errors == sum(not counted for counted, _ in records)
 
 
 # ---------------------------------------------------------------------------- binary

@@ -184,6 +184,7 @@ class FrameSplitter:
         "_body",
         "_discarded",
         "_head",
+        "_header_bytes",
         "_lines",
         "_max",
         "_nul",
@@ -211,6 +212,7 @@ class FrameSplitter:
         self._head = b""  # the digits of an octet count not finished in the last chunk
         self._body = bytearray()  # the part kept of the octet-counted frame being read
         self._remaining = 0  # its bytes still to come (0: not in such a frame)
+        self._header_bytes = 0  # the length of its octet count and space
         self._truncated = 0
         self._discarded = 0
         self.framing_errors = 0
@@ -238,8 +240,12 @@ class FrameSplitter:
 
     @property
     def pending_bytes(self) -> int:
-        """Bytes of the record being received (at most ``max_line_bytes`` + 9)."""
-        return self._lines.pending_bytes + len(self._body) + len(self._head)
+        """Bytes of the record being received, octet count included (bounded by
+        ``max_line_bytes`` + 10)."""
+        pending = self._lines.pending_bytes + len(self._head)
+        if self._remaining or self._body:
+            pending += self._header_bytes + len(self._body)
+        return pending
 
     def feed(self, data: bytes | bytearray) -> bytes:
         """The complete records that *data* finishes, joined; ``b""`` if none."""
@@ -271,8 +277,8 @@ class FrameSplitter:
                 if header is not None:
                     end = self._whole_frames(data, pos, out)
                     if end == pos:  # a frame this chunk does not finish, or too long
-                        self._start_frame(int(data[pos : header.end() - 1]))
                         end = header.end()
+                        self._start_frame(int(data[pos : end - 1]), end - pos)
                     pos = end
                     continue
                 if _UNFINISHED_HEADER.fullmatch(data, pos) is not None:
@@ -331,8 +337,9 @@ class FrameSplitter:
                 return start
             pos = start
 
-    def _start_frame(self, length: int) -> None:
+    def _start_frame(self, length: int, header_bytes: int) -> None:
         self._remaining = length
+        self._header_bytes = header_bytes
         if length > self._max:
             self.framing_errors += 1
             self._truncated += 1
