@@ -24,12 +24,14 @@ left in the totals.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import math
 from typing import TYPE_CHECKING, Literal
 
 import trio
 
+from ._framing import SPLITTER_COUNTS as _SPLITTER_COUNTS
 from ._framing import FramingRules, Splitter
 from ._lines import DEFAULT_MAX_LINE_BYTES
 from ._listeners import count_unread, peer_address
@@ -76,16 +78,6 @@ _ACCEPT_CAPACITY_ERRNOS = frozenset(
     for name in ("EMFILE", "ENFILE", "ENOMEM", "ENOBUFS")
     if hasattr(errno, name)
 )
-
-
-_SPLITTER_COUNTS = (
-    "bytes_discarded",
-    "lines_truncated",
-    "partial_lines",
-    "framing_errors",
-    "binary_records",
-)
-"""The counts a splitter keeps, under the same names in `Counters`."""
 
 
 class _Connection:
@@ -209,7 +201,9 @@ class LineCollector:
     async def handle(self, stream: trio.abc.ReceiveStream) -> None:
         """Read *stream* until it ends, writing its lines; then close it."""
         counters = self._counters
-        splitter = self._framing.splitter(self._max_line_bytes, self._reject_binary)
+        splitter = self._framing.splitter(
+            self._max_line_bytes, functools.partial(self.losses.add_data, "binary")
+        )
         conn = _Connection(splitter)
         self._connections.add(conn)
         counters.connections_open += 1
@@ -223,9 +217,6 @@ class LineCollector:
         finally:
             self._close_connection(conn)
             await trio.aclose_forcefully(stream)
-
-    def _reject_binary(self, record: bytes) -> None:
-        self.losses.add_data("binary", record)
 
     async def _read(self, conn: _Connection, stream: trio.abc.ReceiveStream) -> str | None:
         """Read and hand over *stream*'s lines; why the server cut it, or None if it ended."""

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FRAMINGS",
+    "SPLITTER_COUNTS",
     "CheckedLineSplitter",
     "FrameSplitter",
     "Framing",
@@ -51,6 +52,15 @@ __all__ = [
     "Splitter",
     "escape_controls",
 ]
+
+SPLITTER_COUNTS = (
+    "bytes_discarded",
+    "lines_truncated",
+    "partial_lines",
+    "framing_errors",
+    "binary_records",
+)
+"""The counts every splitter keeps (the collector adds them up under the same names)."""
 
 Framing = Literal["auto", "lines", "octet-counted"]
 FRAMINGS: tuple[Framing, ...] = ("auto", "lines", "octet-counted")
