@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+from functools import partial
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -18,6 +21,11 @@ from trio_aggregator._serve._framing import (
     FramingRules,
     escape_controls,
 )
+from trio_aggregator._serve._options import ServeOptions
+from trio_aggregator._serve._server import LineServer, run_server
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def octet(record: bytes) -> bytes:
@@ -257,3 +265,58 @@ async def test_collector_counts_framing_errors_binary_records_and_rejections() -
     assert (stats.lines, stats.framing_errors, stats.binary_records) == (2, 1, 1)
     losses = collector.losses.snapshot()
     assert (losses.lines["binary"], losses.bytes["binary"]) == (1, 2)
+
+
+# ---------------------------------------------------------------------------- server
+
+
+async def test_the_summary_and_exit_status_show_framing_errors_and_binary_records(
+    tmp_path: Path,
+) -> None:
+    stderr = io.StringIO()
+    options = ServeOptions(
+        tcp=(("127.0.0.1", 0),),
+        output=str(tmp_path / "out.log"),
+        quiet=True,
+        shutdown_idle=0.01,
+        framing="octet-counted",
+        binary="reject",
+    )
+    async with trio.open_nursery() as nursery:
+        server: LineServer = await nursery.start(partial(run_server, options, stderr=stderr))
+        stream = await trio.open_tcp_stream(*server.tcp_addresses[0])
+        async with stream:
+            await stream.send_all(octet(b"<13>ok") + b"no count\n" + octet(b"\xff\xfe"))
+        await trio.testing.wait_all_tasks_blocked()
+        server.shutdown()
+        await server.wait_finished()
+    assert (tmp_path / "out.log").read_bytes() == b"<13>ok\nno count\n"
+    assert server.exit_code == 1
+    text = stderr.getvalue()
+    assert "  framing errors   1 (malformed or over-long frames)\n" in text
+    assert "  binary records   1 (NUL or invalid UTF-8; see --binary)\n" in text
+    assert "  lost lines       1 (3 bytes; binary 1)\n" in text
+
+
+async def test_newline_input_with_default_options_exits_0(tmp_path: Path) -> None:
+    """Truncated lines and binary records kept are counted, and leave the exit status 0."""
+    options = ServeOptions(
+        tcp=(("127.0.0.1", 0),),
+        output=str(tmp_path / "out.log"),
+        quiet=True,
+        shutdown_idle=0.01,
+        max_line_bytes=4,
+    )
+    async with trio.open_nursery() as nursery:
+        server: LineServer = await nursery.start(partial(run_server, options))
+        stream = await trio.open_tcp_stream(*server.tcp_addresses[0])
+        async with stream:
+            await stream.send_all(b"2026-12 ok\nlonger\n\xff\n")
+        await trio.testing.wait_all_tasks_blocked()
+        server.shutdown()
+        await server.wait_finished()
+    assert (tmp_path / "out.log").read_bytes() == b"2026\nlong\n\xff\n"
+    assert server.exit_code == 0
+    assert server.summary is not None
+    stats = server.summary.server
+    assert (stats.lines_truncated, stats.binary_records, stats.framing_errors) == (2, 1, 0)
