@@ -65,7 +65,7 @@ SPLITTER_COUNTS = (
 Framing = Literal["auto", "lines", "octet-counted"]
 FRAMINGS: tuple[Framing, ...] = ("auto", "lines", "octet-counted")
 
-_HEADER = re.compile(rb"[1-9][0-9]{0,8} ")
+_HEADER = re.compile(rb"([1-9][0-9]{0,8}) ")
 """An octet count and its space (at most 9 digits: 999,999,999 bytes)."""
 _UNFINISHED_HEADER = re.compile(rb"[1-9][0-9]{0,8}")
 """The start of an octet count, when the chunk ends before its space (a fullmatch)."""
@@ -310,14 +310,14 @@ class FrameSplitter:
         and only ASCII (one check over them all), they are joined as they are.
         """
         bodies: list[bytes] = []
-        match = _HEADER.match
+        match, append = _HEADER.match, bodies.append
         start, size, limit = pos, len(data), self._max
         while (header := match(data, pos)) is not None:
             body_start = header.end()
-            end = body_start + int(data[pos : body_start - 1])
+            end = body_start + int(header[1])
             if end > size or end - body_start > limit:
                 break
-            bodies.append(data[body_start:end])
+            append(data[body_start:end])
             pos = end
         if not bodies:
             return pos
