@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import re
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -139,7 +140,12 @@ def test_octet_counted_malformed_frame_ends_at_nul_too() -> None:
 # ---------------------------------------------------------------------------- property
 
 
-record_text = st.binary(max_size=30).filter(lambda r: b"\n" not in r and b"\0" not in r)
+record_text = st.one_of(
+    st.binary(max_size=30),
+    st.from_regex(rb"\A[0-9]{1,11}[ -]?[a-z]{0,5}\Z"),  # digits: a date, an octet count...
+).filter(lambda r: b"\n" not in r and b"\0" not in r)
+LOOKS_COUNTED = re.compile(rb"[1-9][0-9]{0,8} ").match
+"""Whether a record starts as an octet count does (``auto`` reads it so)."""
 
 
 @given(
@@ -154,7 +160,7 @@ def test_auto_property(
     # A traditional record must not look like an octet count (that is auto's rule), and
     # an octet-counted one is not empty (a length of 0 is malformed).
     records = [
-        (counted and bool(text), b"x" + text if not counted and text[:1].isdigit() else text)
+        (counted and bool(text), b"x" + text if not counted and LOOKS_COUNTED(text) else text)
         for counted, text in records
     ]
     stream = b"".join(octet(text) if counted else text + b"\n" for counted, text in records)
