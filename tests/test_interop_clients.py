@@ -223,7 +223,8 @@ ruleset(name="forward") {{
                     await stream.send_all(payload)
                 await wait_for_lines(output, count)
             finally:
-                await trio.to_thread.run_sync(rsyslog.stop)
+                with trio.CancelScope(shield=True):  # stopped even when the deadline ran out
+                    await trio.to_thread.run_sync(rsyslog.stop)
             assert await stop(server) == 0
     lines = output.read_bytes().splitlines()
     assert len(lines) == count
