@@ -119,6 +119,18 @@ def test_take_pending_gives_the_frame_being_read_escaped() -> None:
     assert splitter.pending_bytes == 4
 
 
+def test_a_huge_declared_length_costs_at_most_max_line_bytes() -> None:
+    splitter = FramingRules().splitter(1000)
+    assert splitter.feed(b"999999999 ") == b""
+    for _ in range(20):
+        assert splitter.feed(b"z" * 100_000) == b""
+        assert splitter.pending_bytes <= 1000 + 10
+    assert (splitter.framing_errors, splitter.lines_truncated) == (1, 1)
+    assert splitter.bytes_discarded == 20 * 100_000 - 1000
+    assert splitter.finish() == b"z" * 1000 + b"\n"  # the client gave up: kept, partial
+    assert splitter.partial_lines == 1
+
+
 # ---------------------------------------------------------------------------- octet-counted
 
 
@@ -326,3 +338,17 @@ async def test_newline_input_with_default_options_exits_0(tmp_path: Path) -> Non
     assert server.summary is not None
     stats = server.summary.server
     assert (stats.lines_truncated, stats.binary_records, stats.framing_errors) == (2, 1, 0)
+
+
+async def test_a_frame_cut_at_the_idle_timeout_is_marked_escaped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    written = Written()
+    collector = LineCollector(written, idle_timeout=5.0)
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collector.handle, server)
+        await client.send_all(octet(b"<13>whole") + b"30 <13>half\nway")
+        await trio.sleep(10)
+    assert written.data == b"<13>whole\n<13>half#012way [cut by trio-aggregator: idle timeout]\n"
+    assert collector.statistics().cut_records == 1
