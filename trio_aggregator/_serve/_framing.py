@@ -26,7 +26,7 @@ like a truncated line): the frame's length keeps the reader in step with the sen
 Traditional frames keep the rule of `LineSplitter` (bounded memory, over-long lines
 truncated and counted) and are written as they came. Binary records are counted, and
 rejected if told so, by `BinaryRecords`. So a splitter holds at most ``max_line_bytes``
-(plus 9 bytes of an unfinished octet count).
+of a record (plus its octet count and space: 10 bytes at most).
 """
 
 from __future__ import annotations
