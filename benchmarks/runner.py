@@ -137,6 +137,18 @@ SERVE_CASES: tuple[Case, ...] = (
         "aggregator",
     ),
     Case(
+        "serve_forward",
+        serve_cases.forward_case("lines"),
+        "serve --forward (no file) to a loopback reader process, newline input",
+        "aggregator",
+    ),
+    Case(
+        "serve_forward_octet",
+        serve_cases.forward_case("octet-counted"),
+        "serve --forward --forward-framing octet-counted, newline input",
+        "aggregator",
+    ),
+    Case(
         "rsyslog_imtcp",
         serve_cases.rsyslog_imtcp,
         "rsyslogd imtcp -> omfile, the newline input of serve_newline",
@@ -446,10 +458,13 @@ def compute_targets(
 
 
 #: The serve ratios, lines/s of case A over case B's in the same run: octet-counted input
-#: against newline input (both with the default framing), the default framing against
-#: ``--framing lines`` on newline input, and serve against rsyslog imtcp on the same load.
+#: and forwarding (lines or octet-counted, no file) against newline input written to a
+#: file (all with the default framing), the default framing against ``--framing lines``
+#: on newline input, and serve against rsyslog imtcp on the same load.
 SERVE_RATIOS = (
     ("octet-counted / newline input", "serve_octet", "serve_newline"),
+    ("forwarded / newline input", "serve_forward", "serve_newline"),
+    ("forwarded octet-counted / newline input", "serve_forward_octet", "serve_newline"),
     ("framing auto / lines, newline input", "serve_newline", "serve_lines"),
     ("serve / rsyslog imtcp, newline input", "serve_newline", "rsyslog_imtcp"),
 )
