@@ -136,9 +136,6 @@ def bench(session: nox.Session) -> None:
     """Run the benchmark suite (``nox -s bench -- --smoke`` for a tiny run)."""
     session.install("-e", ".", *BENCH_DEPS)
     session.run("python", "-m", "benchmarks", *session.posargs)
-    # serve: forwarded lines/s as a ratio to the plain newline case, in the same run.
-    smoke = ["--smoke"] if "--smoke" in session.posargs else []
-    session.run("python", "-m", "benchmarks.serve_forward", *smoke)
 
 
 @nox.session

@@ -255,6 +255,10 @@ def update_docs_page(page: Path, text: str) -> bool:
     return True
 
 
+def _times(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}x"
+
+
 def full_report(
     rows: Sequence[Row],
     memory: Sequence[MemoryResult],
@@ -263,10 +267,15 @@ def full_report(
     targets: Sequence[Target],
     skipped: dict[str, str],
     blocked: Sequence[BlockedResult] = (),
+    served_ratios: Sequence[dict[str, Any]] = (),
     *,
     rst: bool = False,
 ) -> str:
-    """The whole report: plain text for the terminal, or reST tables for the docs."""
+    """The whole report: plain text for the terminal, or reST tables for the docs.
+
+    *served_ratios* are the serve cases' ratios (``runner.serve_ratios``), shown under
+    their table.
+    """
     out: list[str] = []
     throughput = [r for r in rows if r.group == "throughput"]
     for size in sorted({r.size for r in throughput}):
@@ -274,10 +283,16 @@ def full_report(
     if throughput:
         out += [throughput_table(throughput, rst=rst), ""]
         out += [throughput_table(throughput, rst=rst, columns=LATENCY_COLUMNS), ""]
-    for group in ("file", "scaling"):
+    for group in ("file", "scaling", "serve"):
         others = [r for r in rows if r.group == group]
         if others:
             out += [throughput_table(others, rst=rst, columns=UNTIMED_COLUMNS), ""]
+    if served_ratios:
+        headers = ["serve lines/s ratio", "cases", "wall clock", "by CPU time"]
+        cells = [
+            [r["ratio"], r["detail"], f"{r['wall']:.2f}x", _times(r["cpu"])] for r in served_ratios
+        ]
+        out += [render_table(headers, cells, rst=rst), ""]
     if blocked:
         out += [blocked_table(blocked, rst=rst), ""]
     if memory:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import aggregator_cases as agg
-from . import baselines, scaling
+from . import baselines, scaling, serve_cases
 from ._common import CaseFn, CaseResult, Params, median, percentile, run_group
 from .charts import draw_charts
 from .micro import micro_costs
@@ -51,7 +51,7 @@ class Case:
     fn: CaseFn
     description: str
     needs: str = ""
-    """``aggregator`` or ``anyio`` when the case needs that import."""
+    """``aggregator``, ``anyio`` or ``rsyslogd`` when the case needs that."""
 
 
 THROUGHPUT_CASES: tuple[Case, ...] = (
@@ -116,6 +116,51 @@ FILE_CASES: tuple[Case, ...] = (
     ),
 )
 
+
+SERVE_CASES: tuple[Case, ...] = (
+    Case(
+        "serve_lines",
+        serve_cases.serve_case("lines", octet=False),
+        "serve --framing lines, newline-delimited input, loopback TCP",
+        "aggregator",
+    ),
+    Case(
+        "serve_newline",
+        serve_cases.serve_case("auto", octet=False),
+        "serve (default framing: auto), newline-delimited input",
+        "aggregator",
+    ),
+    Case(
+        "serve_octet",
+        serve_cases.serve_case("auto", octet=True),
+        "serve (default framing: auto), octet-counted input (RFC 6587)",
+        "aggregator",
+    ),
+    Case(
+        "serve_forward",
+        serve_cases.forward_case("lines"),
+        "serve --forward (no file) to a loopback reader process, newline input",
+        "aggregator",
+    ),
+    Case(
+        "serve_forward_octet",
+        serve_cases.forward_case("octet-counted"),
+        "serve --forward --forward-framing octet-counted, newline input",
+        "aggregator",
+    ),
+    Case(
+        "rsyslog_imtcp",
+        serve_cases.rsyslog_imtcp,
+        "rsyslogd imtcp -> omfile, the newline input of serve_newline",
+        "rsyslogd",
+    ),
+)
+"""``serve`` by input framing, and rsyslog on the same load.
+
+Run at ``--serve-size`` (line size) and ``--serve-connections``."""
+
+SERVE_GROUP = "serve"
+"""``--cases serve`` selects every serve case."""
 
 SCALING_CASES: tuple[Case, ...] = (
     Case(
@@ -210,6 +255,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=1,
         help="seed of the random cancellation order (default 1)",
     )
+    p.add_argument(
+        "--serve-size", type=int, default=100, help="line size of the serve cases (default 100)"
+    )
+    p.add_argument(
+        "--serve-connections",
+        type=int,
+        help="client connections of the serve cases (default 10)",
+    )
     p.add_argument("--json", type=Path, help="JSON output (default benchmarks/results/latest.json)")
     p.add_argument(
         "--chart",
@@ -243,6 +296,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.memory_items = 2_000 if smoke else 100_000
     if args.cycles is None:
         args.cycles = 30 if smoke else 2_000
+    if args.serve_connections is None:
+        args.serve_connections = 2 if smoke else 10
+    if args.serve_size < 2 or args.serve_connections < 1:
+        p.error("--serve-size must be >= 2 and --serve-connections positive")
     if args.scaling_producers is None:
         args.scaling_producers = 500 if smoke else 10_000
     if args.scaling_producers < 1 or args.scaling_items < 1:
@@ -273,6 +330,8 @@ def _skip_reason(case: Case, agg_missing: str | None) -> str | None:
         return f"trio_aggregator unavailable ({agg_missing})"
     if case.needs == "anyio" and not baselines.anyio_available():
         return "anyio not installed"
+    if case.needs == "rsyslogd" and serve_cases.rsyslogd() is None:
+        return "rsyslogd not installed"
     return None
 
 
@@ -398,6 +457,34 @@ def compute_targets(
     return out
 
 
+#: The serve ratios, lines/s of case A over case B's in the same run: octet-counted input
+#: and forwarding (lines or octet-counted, no file) against newline input written to a
+#: file (all with the default framing), the default framing against ``--framing lines``
+#: on newline input, and serve against rsyslog imtcp on the same load.
+SERVE_RATIOS = (
+    ("octet-counted / newline input", "serve_octet", "serve_newline"),
+    ("forwarded / newline input", "serve_forward", "serve_newline"),
+    ("forwarded octet-counted / newline input", "serve_forward_octet", "serve_newline"),
+    ("framing auto / lines, newline input", "serve_newline", "serve_lines"),
+    ("serve / rsyslog imtcp, newline input", "serve_newline", "rsyslog_imtcp"),
+)
+
+
+def serve_ratios(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """The `SERVE_RATIOS` measured (wall clock; by CPU time when both ran in this process)."""
+    index = {(r.case, r.size, r.producers): r for r in rows if r.group == SERVE_GROUP}
+    out: list[dict[str, Any]] = []
+    for size, producers in sorted({(size, p) for _, size, p in index}):
+        for label, a, b in SERVE_RATIOS:
+            value = _ratio(index, a, b, size, producers)
+            if math.isnan(value):
+                continue
+            cpu = math.nan if "rsyslog" in b else _ratio(index, a, b, size, producers, cpu=True)
+            detail = f"{a} / {b}, {producers} conns, {size_label(size)} lines"
+            out.append({"ratio": label, "detail": detail, "wall": value, "cpu": cpu})
+    return out
+
+
 def scaling_targets(
     rows: Sequence[Row],
     blocked: Sequence[scaling.BlockedResult],
@@ -485,6 +572,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{'memory':24} tracemalloc bytes per buffered item (aggregator and baselines)")
         print(f"{'startstop':24} open_aggregator / Aggregator start+stop cycle times")
         print(f"{'micro':24} ns per item of each step, without task switches")
+        for case in SERVE_CASES:
+            print(f"{case.name:24} {case.description}")
+        print(f"{SERVE_GROUP:24} all the serve cases")
         for case in SCALING_CASES:
             print(f"{case.name:24} {case.description}")
         for name, description in BLOCKED_DESCRIPTIONS.items():
@@ -495,10 +585,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     scaling_names = {c.name for c in SCALING_CASES} | set(BLOCKED_CASES)
     if wanted is not None and SCALING_GROUP in wanted:
         wanted = (wanted - {SCALING_GROUP}) | scaling_names
+    serve_names = {c.name for c in SERVE_CASES}
+    if wanted is not None and SERVE_GROUP in wanted:
+        wanted = (wanted - {SERVE_GROUP}) | serve_names
     known = (
         {c.name for c in (*THROUGHPUT_CASES, *FILE_CASES)}
         | {"memory", "startstop", "micro"}
         | scaling_names
+        | serve_names
     )
     if wanted is not None and not wanted <= known:
         print(f"unknown case(s): {', '.join(sorted(wanted - known))}", file=sys.stderr)
@@ -520,6 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("throughput", THROUGHPUT_CASES, args.sizes, args.producers),
             ("file", FILE_CASES, args.sizes, [args.file_producers]),
             (SCALING_GROUP, SCALING_CASES, [scaling.ITEM_SIZE], [args.scaling_producers]),
+            (SERVE_GROUP, SERVE_CASES, [args.serve_size], [args.serve_connections]),
         ]
         for group, all_cases, sizes, producer_counts in groups:
             cases: list[Case] = []
@@ -630,11 +725,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\n{command}  ({wall:.1f} s, buffer {args.buffer}, best of {args.repeat}, "
         f"load average {load_before} before, {load_after} after)\n"
     )
-    print(full_report(rows, memory, startstop, micro, targets, skipped, blocked))
+    print(
+        full_report(rows, memory, startstop, micro, targets, skipped, blocked, serve_ratios(rows))
+    )
     if args.rst is not None:
         args.rst.parent.mkdir(parents=True, exist_ok=True)
         args.rst.write_text(
-            full_report(rows, memory, startstop, micro, targets, skipped, blocked, rst=True)
+            full_report(
+                rows,
+                memory,
+                startstop,
+                micro,
+                targets,
+                skipped,
+                blocked,
+                serve_ratios(rows),
+                rst=True,
+            )
         )
 
     result: dict[str, Any] = {
@@ -659,10 +766,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "scaling_producers": args.scaling_producers,
             "scaling_items": args.scaling_items,
             "scaling_seed": args.scaling_seed,
+            "serve_size": args.serve_size,
+            "serve_connections": args.serve_connections,
             "skipped": skipped,
             "cases": {
                 **{c.name: c.description for c in (*THROUGHPUT_CASES, *FILE_CASES)},
                 **{c.name: c.description for c in SCALING_CASES},
+                **{c.name: c.description for c in SERVE_CASES},
                 **BLOCKED_DESCRIPTIONS,
             },
         },
@@ -681,6 +791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for b in blocked
         ],
         "micro_ns": micro,
+        "serve_ratios": serve_ratios(rows),
         "targets": [{**asdict(t), "verdict": t.verdict} for t in targets],
     }
     write_json(args.json, result)
@@ -701,7 +812,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             published = STATIC / path.name.replace(args.chart.stem, "benchmarks", 1)
             shutil.copyfile(path, published)
             print(f"published: {published}")
-        tables = full_report(rows, memory, startstop, micro, targets, skipped, blocked, rst=True)
+        tables = full_report(
+            rows, memory, startstop, micro, targets, skipped, blocked, serve_ratios(rows), rst=True
+        )
         if update_docs_page(DOCS_PAGE, published_header(result["meta"]) + "\n\n" + tables):
             print(f"published: tables in {DOCS_PAGE}")
     return 0

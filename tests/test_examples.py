@@ -34,7 +34,13 @@ SELF_CHECKING: dict[str, tuple[str, ...]] = {
     "logging_handler.py": (),
 }
 # The examples whose output a test below checks.
-CHECKED_HERE = ("first_example.py", "log_server.py", "graceful_shutdown.py", "send_lines.py")
+CHECKED_HERE = (
+    "first_example.py",
+    "log_server.py",
+    "graceful_shutdown.py",
+    "send_lines.py",
+    "syslog_handler.py",
+)
 
 
 def run_example(
@@ -273,3 +279,34 @@ def test_the_python_in_the_docs_comes_from_examples() -> None:
     assert unmarked == [], "Python in the docs that is not an included example"
     readme = (ROOT / "README.md").read_text()
     assert readme.count("```python") == 1  # the first example, checked above
+
+
+async def test_the_syslog_handler_example_gives_one_line_per_message(tmp_path: Path) -> None:
+    """examples/syslog_handler.py against a real ``serve`` with its default options."""
+    from trio_aggregator._serve._options import ServeOptions
+    from trio_aggregator._serve._server import LineServer, run_server
+
+    output = tmp_path / "out.log"
+    options = ServeOptions(tcp=(("127.0.0.1", 0),), output=str(output), quiet=True)
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            server: LineServer = await nursery.start(run_server, options)
+            port = str(server.tcp_addresses[0][1])
+            result = await trio.to_thread.run_sync(
+                lambda: run_example(
+                    "syslog_handler.py", "--port", port, "--threads", "3", "--count", "200"
+                )
+            )
+            assert result.stdout.strip() == "sent 600 messages"
+            while not output.exists() or output.read_bytes().count(b"\n") < 600:
+                await trio.sleep(0.05)
+            server.shutdown()
+            await server.wait_finished()
+    assert server.exit_code == 0
+    data = output.read_bytes()
+    assert b"\0" not in data
+    lines = data.decode().splitlines()
+    assert len(lines) == 600
+    for worker in range(3):
+        mine = [line for line in lines if f"worker {worker} message " in line]
+        assert [int(line.rsplit(" ", 1)[1]) for line in mine] == list(range(200))

@@ -566,3 +566,29 @@ async def test_serve_metrics_without_the_extra(
     hide_prometheus_client(monkeypatch)
     with pytest.raises(ServeError, match=EXTRA_HINT):
         await run_server(serve_options(tmp_path))
+
+
+async def test_serve_metrics_count_what_the_input_framing_found(tmp_path: Path) -> None:
+    options = serve_options(tmp_path, framing="octet-counted", max_line_bytes=8)
+    async with trio.open_nursery() as nursery:
+        server: LineServer = await nursery.start(partial(run_server, options))
+        assert server.metrics_address is not None
+        url = f"http://127.0.0.1:{server.metrics_address[1]}/metrics"
+        stream = await trio.open_tcp_stream(*server.tcp_addresses[0])
+        async with stream:
+            # A malformed frame, one 4 bytes over the limit, and a binary record.
+            await stream.send_all(b"not counted\n12 <13>12345678" + b"3 a\xffb")
+        await trio.testing.wait_all_tasks_blocked()
+        text = await trio.to_thread.run_sync(http_get, url)
+        values = {
+            family.name: family.samples[0].value
+            for family in text_string_to_metric_families(text)
+            if family.name.startswith("trio_aggregator_serve_") and family.samples
+        }
+        server.shutdown()
+        await server.wait_finished()
+    assert values["trio_aggregator_serve_framing_errors"] == 2.0
+    assert values["trio_aggregator_serve_lines_truncated"] == 2.0  # "not coun" and the frame
+    assert values["trio_aggregator_serve_bytes_discarded"] == 3.0 + 4.0
+    assert values["trio_aggregator_serve_binary_records"] == 1.0
+    assert server.exit_code == 1  # framing errors make the exit status 1

@@ -698,6 +698,7 @@ async def test_server_status_line(
     status = (
         "0 conns | 0 lines/s | 0.0 MB/s | buffered 0/256 (+0 in the writer's batch)"
         " | blocked 0 | errors 0 | lost 0 lines"
+        " | truncated 0 (0 bytes discarded) | framing errors 0 | binary 0"
     )
     if tty:
         assert text.count(f"\r\x1b[K{status}") == 3

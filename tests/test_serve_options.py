@@ -49,6 +49,9 @@ def serve_options(**kwargs: Any) -> ServeOptions:
         ({"quiet": "yes"}, TypeError, "quiet must be a bool, not str"),
         ({"announce": 1}, TypeError, "announce must be a bool, not int"),
         ({"output": "-", "rotate_bytes": 10}, ValueError, "rotation needs a file output"),
+        ({"framing": "syslog"}, ValueError, "framing must be one of 'auto', 'lines', 'oct"),
+        ({"nul_terminates": "no"}, TypeError, "nul_terminates must be a bool, not str"),
+        ({"binary": "drop"}, ValueError, "binary must be one of 'keep', 'reject', not 'drop'"),
     ],
 )
 def test_serve_options_are_checked_at_construction(
@@ -189,3 +192,21 @@ def test_command_line_values_follow_the_same_rules(
 ) -> None:
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_framing_options_from_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[ServeOptions] = []
+
+    async def fake_run_server(options: ServeOptions, **kwargs: object) -> int:
+        seen.append(options)
+        return 0
+
+    monkeypatch.setattr("trio_aggregator._serve._cli.run_server", fake_run_server)
+    assert main(["serve", "--tcp", "127.0.0.1:0"]) == 0
+    rules = seen[-1].framing_rules()
+    assert (rules.framing, rules.nul_terminates, rules.binary) == ("auto", True, "keep")
+    argv = ["serve", "--framing", "octet-counted", "--no-nul-terminator", "--binary", "reject"]
+    assert main(argv) == 0
+    rules = seen[-1].framing_rules()
+    assert (rules.framing, rules.nul_terminates, rules.binary) == ("octet-counted", False, "reject")
+    assert main(["serve", "--framing", "syslog"]) == 2

@@ -18,6 +18,9 @@ only, and ``import trio_aggregator`` imports none of it. One module per part:
   each chunk read to the aggregator, as one write;
 * ``_lines``: `LineSplitter` cuts one connection's bytes into lines, truncating the
   over-long ones, and counts what it did;
+* ``_framing``: ``--framing``, syslog's octet-counted and traditional frames
+  (`FrameSplitter`), escaping, framing errors; ``_binary``: binary records counted, or
+  rejected;
 * ``_listeners``: ``HOST:PORT`` addresses, and the TCP and Unix listeners;
 * ``_statistics``: the collector's counters and the summary printed at the end;
 * ``_losses``: what was read and not written, in lines and bytes, by reason;

@@ -21,7 +21,15 @@ if TYPE_CHECKING:
 
     Validator = Callable[[Any, attrs.Attribute[Any], Any], None]
 
-__all__ = ["check_count", "check_flag", "check_seconds", "count", "flag", "seconds"]
+__all__ = [
+    "check_count",
+    "check_flag",
+    "check_seconds",
+    "count",
+    "flag",
+    "one_of",
+    "seconds",
+]
 
 
 def check_count(name: str, value: object, *, minimum: int = 1, maximum: int | None = None) -> int:
@@ -108,3 +116,14 @@ def seconds(*, positive: bool = False, optional: bool = False, at_least: float =
 def flag(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
     """An attrs validator: `check_flag`."""
     check_flag(attr.name, value)
+
+
+def one_of(choices: tuple[str, ...]) -> Validator:
+    """An attrs validator: the value is one of *choices* (`ValueError` naming them if not)."""
+
+    def validate(_inst: object, attr: attrs.Attribute[Any], value: object) -> None:
+        if value not in choices:
+            names = ", ".join(repr(choice) for choice in choices)
+            raise ValueError(f"{attr.name} must be one of {names}, not {value!r}")
+
+    return validate

@@ -28,8 +28,10 @@ from ._argtypes import (
     size_arg,
     tcp_address_arg,
 )
+from ._binary import BINARY_POLICIES
 from ._demo import DemoOptions, run_demo
 from ._forward_args import add_forward_arguments, forward_options
+from ._framing import FRAMINGS
 from ._input_args import add_input_arguments, input_options
 from ._lines import DEFAULT_MAX_LINE_BYTES
 from ._listeners import parse_tcp_address
@@ -75,13 +77,16 @@ examples:
       reopen the output file (after logrotate renamed it)
   echo hello | nc -N 127.0.0.1 5140
       send one line (OpenBSD netcat; -q0 with traditional netcat)
+  logger --tcp --octet-count -n 127.0.0.1 -P 5140 -t app "syslog works too"
+      syslog over TCP, octet-counted or not (--framing auto, the default)
 
 Every complete line a client sends is written whole (never interleaved with another
 client's), and each connection's lines keep their order. A line longer than
 --max-line-bytes is truncated to that length (the rest of it is discarded and counted);
 a last line without a newline is kept when the client disconnects. SIGINT or SIGTERM:
 stop accepting, let clients finish (up to --shutdown-timeout), write everything, fsync,
-print a summary, exit 0 (1 if a line read was lost: every loss is counted, in lines).
+print a summary, exit 0 (1 if a line read was lost: every loss is counted, in lines;
+or if a framing error was met).
 A second signal closes connections at once (what was read is still written).
 """
 
@@ -256,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         " ' [cut by trio-aggregator: REASON]'; 'drop' drops it, counted lost (default mark)",
     )
     add_input_arguments(serve)
+    _add_framing_arguments(serve)
     display = serve.add_argument_group("display")
     display.add_argument(
         "--status-interval",
@@ -308,6 +314,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_framing_arguments(serve: argparse.ArgumentParser) -> None:
+    framing = serve.add_argument_group("input framing (see 'Collecting syslog' in the docs)")
+    framing.add_argument(
+        "--framing",
+        choices=FRAMINGS,
+        default="auto",
+        help="auto: a record starting with 'LENGTH SP' is octet-counted (RFC 6587), others"
+        " end at LF or NUL; lines: records end at LF only; octet-counted: every record"
+        " must be (others are framing errors) (default auto)",
+    )
+    framing.add_argument(
+        "--no-nul-terminator",
+        dest="nul_terminates",
+        action="store_false",
+        help="NUL does not end a record (it is kept, and the record counted binary)",
+    )
+    framing.add_argument(
+        "--binary",
+        choices=BINARY_POLICIES,
+        default="keep",
+        help="records holding NUL or invalid UTF-8: 'keep' writes them (counted);"
+        " 'reject' drops them, counted lost (default keep)",
+    )
+
+
 def _serve_options(args: argparse.Namespace) -> ServeOptions:
     tcp: list[tuple[str, int]] = args.tcp or []
     unix: list[str] = args.unix or []
@@ -335,6 +366,9 @@ def _serve_options(args: argparse.Namespace) -> ServeOptions:
         status_interval=args.status_interval,
         metrics=args.metrics,
         **input_options(args),
+        framing=args.framing,
+        nul_terminates=args.nul_terminates,
+        binary=args.binary,
     )
 
 

@@ -1,7 +1,8 @@
 """Reading lines from many connections at once: `LineCollector`.
 
 How a connection is read (`LineCollector.handle`): bytes are received in chunks of up to
-`RECEIVE_SIZE` and cut into lines by a `LineSplitter`. All the complete lines of one
+`RECEIVE_SIZE` and cut into lines by a splitter, as the `FramingRules` say (a
+`FrameSplitter`, or a `LineSplitter` for ``framing="lines"``). All the complete lines of one
 chunk are handed to the aggregator as one write, so they stay together and in order;
 the aggregator never splits a write, so a line is never interleaved with another.
 
@@ -23,20 +24,17 @@ left in the totals.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import math
 from typing import TYPE_CHECKING, Literal
 
 import trio
 
-from ._lines import DEFAULT_MAX_LINE_BYTES, LineSplitter
-from ._listeners import (
-    accept_queued,
-    count_unread,
-    peer_address,
-    reset_queued,
-    unread_lines,
-)
+from ._framing import SPLITTER_COUNTS as _SPLITTER_COUNTS
+from ._framing import FramingRules, Splitter
+from ._lines import DEFAULT_MAX_LINE_BYTES
+from ._listeners import accept_queued, count_unread, peer_address, reset_queued, unread_lines
 from ._losses import Losses
 from ._statistics import Counters, ServerStatistics
 
@@ -85,14 +83,10 @@ _ACCEPT_CAPACITY_ERRNOS = frozenset(
 )
 
 
-_SPLITTER_COUNTS = ("bytes_discarded", "lines_truncated", "partial_lines")
-"""The counts a `LineSplitter` keeps, under the same names in `Counters`."""
-
-
 class _Connection:
     __slots__ = ("line_started", "scope", "splitter", "write_scope")
 
-    def __init__(self, splitter: LineSplitter) -> None:
+    def __init__(self, splitter: Splitter) -> None:
         self.line_started = math.inf  # when the line being received began
         self.scope = trio.CancelScope()
         self.write_scope = trio.CancelScope()
@@ -117,6 +111,8 @@ class LineCollector:
             came (None: no limit).
         max_per_address: Connections served at once from one IP address; more from it
             are closed at once, unread, and counted (None: no limit).
+        framing: How records are framed (default: ``FramingRules()``, ``auto``); binary
+            records rejected are counted lost (``binary``).
     """
 
     def __init__(
@@ -132,6 +128,7 @@ class LineCollector:
         cut_records: CutRecords = "mark",
         line_timeout: float | None = None,
         max_per_address: int | None = None,
+        framing: FramingRules | None = None,
     ) -> None:
         self._write_fn = write
         self._max_line_bytes = max_line_bytes
@@ -157,6 +154,7 @@ class LineCollector:
         self._slot_scopes: set[trio.CancelScope] = set()
         self._accept_errors_unlogged = 0
         self._next_accept_log = -math.inf
+        self._framing = FramingRules() if framing is None else framing
 
     @property
     def stopping(self) -> bool:
@@ -166,7 +164,7 @@ class LineCollector:
     def statistics(self) -> ServerStatistics:
         """A snapshot of the counters, the open connections' splitters included."""
         counts = {name: getattr(self._counters, name) for name in Counters.__slots__}
-        for conn in self._connections:
+        for conn in list(self._connections):  # a copy: --metrics reads from its thread
             for name in _SPLITTER_COUNTS:
                 counts[name] += getattr(conn.splitter, name)
         return ServerStatistics(**counts)
@@ -184,9 +182,8 @@ class LineCollector:
         deadline = now + self._idle_timeout if self._idle_timeout else math.inf
         if self._line_timeout is not None:
             deadline = min(deadline, conn.line_started + self._line_timeout)
-        # Stopping: read on until the client closes, within the grace. Silence proves
-        # nothing: a client's last lines may still be in its kernel's send queue (a TCP
-        # zero-window probe comes after 0.2 s, then 0.4 s, ...).
+        # Stopping: read until the client closes, within the grace; silence proves nothing
+        # (its last lines may come after a TCP zero-window probe: 0.2 s, 0.4 s... later).
         return min(deadline, self._grace_deadline)
 
     async def _write(self, conn: _Connection, chunk: bytes) -> bool:
@@ -207,7 +204,9 @@ class LineCollector:
     async def handle(self, stream: trio.abc.ReceiveStream) -> None:
         """Read *stream* until it ends, writing its lines; then close it."""
         counters = self._counters
-        splitter = LineSplitter(self._max_line_bytes)
+        splitter = self._framing.splitter(
+            self._max_line_bytes, functools.partial(self.losses.add_data, "binary")
+        )
         conn = _Connection(splitter)
         self._connections.add(conn)
         counters.connections_open += 1
@@ -257,7 +256,7 @@ class LineCollector:
         self._counters.idle_closed += 1
         return "idle timeout"
 
-    def _cut(self, splitter: LineSplitter, stream: trio.abc.ReceiveStream, reason: str) -> bytes:
+    def _cut(self, splitter: Splitter, stream: trio.abc.ReceiveStream, reason: str) -> bytes:
         """The server cuts *stream*: count what the kernel still holds; the record to write."""
         record = splitter.take_pending()
         newlines, nbytes, ends_line = count_unread(stream, RECEIVE_SIZE, UNREAD_LIMIT)
@@ -428,9 +427,10 @@ class LineCollector:
         """Stop at once: close every connection; what was read is still handed over.
 
         Connections are closed without reading more, and those waiting for a slot are
-        dropped unread (what the kernel holds for them is counted lost); a chunk already read still waits for room in the aggregator, up
-        to *abort_grace* seconds, then it is counted lost (``forced_shutdown``). A
-        second call cancels everything at once (what was waiting is counted lost).
+        dropped unread (what the kernel holds for them is counted lost); a chunk already
+        read still waits for room in the aggregator, up to *abort_grace* seconds, then
+        it is counted lost (``forced_shutdown``). A second call cancels everything at
+        once (what was waiting is counted lost).
         """
         self.stop(0)
         self._aborts += 1

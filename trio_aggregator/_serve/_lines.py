@@ -56,6 +56,11 @@ class LineSplitter:
         """Bytes of the line being received (never more than *max_line_bytes*)."""
         return len(self._pending)
 
+    @property
+    def at_line_start(self) -> bool:
+        """Whether the next byte fed starts a line (none pending, none being discarded)."""
+        return not self._pending and not self._discarding
+
     def feed(self, data: bytes | bytearray) -> bytes:
         """The complete lines that *data* finishes, joined; ``b""`` if none."""
         if not isinstance(data, bytes):

@@ -15,6 +15,8 @@ read); an operator needs lines. So the server keeps its own account, in lines an
   listener then (never accepted), as far as non-blocking reads can tell;
 * ``when_full``: lines an output with ``--forward-when-full drop_newest`` dropped because
   its buffer was full (its target down or slow); the other outputs still have them.
+* ``binary``: binary records (a NUL byte, invalid UTF-8) that ``--binary reject``
+  did not write.
 
 Any loss makes the exit status 1.
 """
@@ -39,6 +41,7 @@ LOSS_REASONS: tuple[str, ...] = (
     "cut",
     "unread",
     "when_full",
+    "binary",
 )
 """Why lines were lost, in the order the summary shows them."""
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from ._losses import LossSnapshot
     from ._outputs import ForwardOutput, Outputs
+    from ._statistics import ServerStatistics
 
 __all__ = ["MetricsEndpoint", "start_metrics_endpoint"]
 
@@ -84,6 +85,10 @@ class MetricsEndpoint:
     def register_counts(self, counts: Callable[[], Sequence[tuple[str, str, int]]]) -> None:
         """Serve counters given by *counts* as ``(name, help, value)`` (on every scrape)."""
         self._registry.register(_CountsCollector(counts))
+
+    def register_input(self, statistics: Callable[[], ServerStatistics]) -> None:
+        """Serve the counts of what the input's framing truncated, discarded or flagged."""
+        self.register_counts(lambda: input_counts(statistics()))
 
     def stop(self) -> None:
         """Stop serving; blocks up to 0.5 s (the server polls at that interval)."""
@@ -173,6 +178,22 @@ class _LossCollector:
             for reason, value in counts.items():
                 family.add_metric([reason], value)
             yield family
+
+
+_INPUT_COUNTERS = (
+    ("lines_truncated", "Records cut to --max-line-bytes."),
+    ("bytes_discarded", "Bytes of over-long records thrown away."),
+    ("framing_errors", "Malformed frames, and octet-counted frames over --max-line-bytes."),
+    ("binary_records", "Records holding NUL (where NUL does not end one) or invalid UTF-8."),
+)
+
+
+def input_counts(snapshot: ServerStatistics) -> list[tuple[str, str, int]]:
+    """``trio_aggregator_serve_{lines_truncated,bytes_discarded,...}`` of *snapshot*."""
+    return [
+        (f"trio_aggregator_serve_{name}", documentation, getattr(snapshot, name))
+        for name, documentation in _INPUT_COUNTERS
+    ]
 
 
 class _CountsCollector:

@@ -8,8 +8,10 @@ import attrs
 
 from trio_aggregator import AggregatorConfig
 
-from ._checks import count, flag, seconds
+from ._binary import BINARY_POLICIES, BinaryPolicy
+from ._checks import count, flag, one_of, seconds
 from ._collector import SHUTDOWN_IDLE, CutRecords
+from ._framing import FRAMINGS, Framing, FramingRules
 from ._lines import DEFAULT_MAX_LINE_BYTES
 from ._tls import HANDSHAKE_TIMEOUT
 
@@ -227,6 +229,23 @@ class ServeOptions:
             raise ValueError("forward_ca needs forward_tls")
         if self.output is None and self.rotate_bytes is not None:
             raise ValueError("rotation needs a file output")
+
+    # -- input framing (``_framing``, ``_binary``)
+
+    framing: Framing = attrs.field(default="auto", validator=one_of(FRAMINGS))
+    """``"auto"`` (octet-counted or traditional, per record), ``"lines"`` or ``"octet-counted"``."""
+
+    nul_terminates: bool = attrs.field(default=True, validator=flag)
+    """Whether NUL ends a traditional frame (``auto``, ``octet-counted``)."""
+
+    binary: BinaryPolicy = attrs.field(default="keep", validator=one_of(BINARY_POLICIES))
+    """Binary records (NUL, invalid UTF-8): ``"keep"`` (write, count) or ``"reject"``."""
+
+    def framing_rules(self) -> FramingRules:
+        """The framing settings, as the collector takes them."""
+        return FramingRules(
+            framing=self.framing, nul_terminates=self.nul_terminates, binary=self.binary
+        )
 
     def __attrs_post_init__(self) -> None:
         self._check_outputs()

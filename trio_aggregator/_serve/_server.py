@@ -39,7 +39,7 @@ from ._listeners import (
 from ._losses import Losses
 from ._metrics import MetricsEndpoint, start_metrics_endpoint
 from ._outputs import OutputError, Outputs, forward_status
-from ._statistics import ServeSummary, format_table
+from ._statistics import ServeSummary, format_table, input_status
 from ._status import StatusDisplay
 
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ class LineServer:
             cut_records=options.cut_records,
             line_timeout=options.line_timeout,
             max_per_address=options.max_per_address,
+            framing=options.framing_rules(),
         )
         self.inputs = ServerInputs(options, self.outputs.write, self.losses)  # TLS, UDP
         self.tcp_addresses: list[tuple[str, int]] = []
@@ -175,7 +176,7 @@ class LineServer:
         """Serve until `shutdown` (or SIGINT/SIGTERM with *handle_signals*); the exit code.
 
         0 when every line received was written; 1 when some were lost (counted in
-        `losses`, by reason) or the final fsync failed.
+        `losses`, by reason), a framing error was met or the final fsync failed.
 
         Raises:
             ServeError: The output cannot be opened or an address cannot be listened on.
@@ -253,6 +254,7 @@ class LineServer:
                 self._metrics.register_outputs(self.outputs)
                 self._metrics.register_losses(self.losses.snapshot)
                 self.inputs.register_metrics(self._metrics)
+                self._metrics.register_input(self.collector.statistics)
             try:
                 if receiver is not None:
                     nursery.start_soon(self._watch_signals, receiver)
@@ -326,8 +328,9 @@ class LineServer:
             f" | buffered {agg.nb_processing - agg.nb_held:,}/{agg.buffer_size:,}"
             f" (+{agg.nb_held:,} in the writer's batch)"
             f" | blocked {agg.nb_waiting:,} | errors {errors:,}"
-            f" | lost {self.losses.snapshot().total_lines:,} lines{inputs.status()}"
-        ) + forward_status(self.outputs)
+            f" | lost {self.losses.snapshot().total_lines:,} lines"
+        )
+        text += input_status(server) + inputs.status() + forward_status(self.outputs)
         return text, (lines, nbytes)
 
 

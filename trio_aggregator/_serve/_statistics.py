@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ._losses import LossSnapshot
     from ._outputs import OutputReport
 
-__all__ = ["Counters", "ServeSummary", "ServerStatistics", "format_table"]
+__all__ = ["Counters", "ServeSummary", "ServerStatistics", "format_table", "input_status"]
 
 
 @attrs.frozen(kw_only=True)
@@ -51,6 +51,10 @@ class ServerStatistics:
     resets: int
     """Connections that ended with an error (reset by the peer...)."""
     accept_errors: int
+    framing_errors: int = 0
+    """Malformed frames, and octet-counted frames over ``max_line_bytes`` (see ``_framing``)."""
+    binary_records: int = 0
+    """Records holding a NUL byte (where NUL does not end one) or invalid UTF-8."""
 
 
 class Counters:
@@ -58,6 +62,7 @@ class Counters:
 
     __slots__ = (
         "accept_errors",
+        "binary_records",
         "bytes_accepted",
         "bytes_discarded",
         "bytes_received",
@@ -65,6 +70,7 @@ class Counters:
         "connections_peak",
         "connections_total",
         "cut_records",
+        "framing_errors",
         "idle_closed",
         "line_timeouts",
         "lines",
@@ -80,6 +86,7 @@ class Counters:
         self.connections_total = self.idle_closed = self.lines = self.lines_truncated = 0
         self.partial_lines = self.resets = self.cut_records = 0
         self.line_timeouts = self.refused_per_address = 0
+        self.framing_errors = self.binary_records = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -110,10 +117,12 @@ class ServeSummary:
 
     @property
     def ok(self) -> bool:
-        """Whether every line read was written: no loss, error, drop or failed fsync."""
+        """Whether every line read was written: no loss, error, drop, failed fsync or
+        framing error (truncated lines and binary records kept do not count)."""
         agg = self.aggregator
         return not (
-            self.losses.total_lines
+            self.server.framing_errors
+            or self.losses.total_lines
             or self.losses.total_bytes
             or agg.writer_errors
             or agg.callback_errors
@@ -154,6 +163,8 @@ class ServeSummary:
             ("truncated lines", f"{s.lines_truncated:,} ({s.bytes_discarded:,} bytes discarded)"),
             ("partial lines", f"{s.partial_lines:,} (client closed mid-line: kept)"),
             ("cut records", f"{s.cut_records:,} (cut by the server: {self._cut_action})"),
+            ("framing errors", f"{s.framing_errors:,} (malformed or over-long frames)"),
+            ("binary records", f"{s.binary_records:,} (NUL or invalid UTF-8; see --binary)"),
             ("idle closed", f"{s.idle_closed:,}"),
             ("line timeouts", f"{s.line_timeouts:,}"),
             ("refused", f"{s.refused_per_address:,} (too many from one address)"),
@@ -175,6 +186,14 @@ class ServeSummary:
             reopenings = reports[0].reopenings
             return [("reopened", f"{reopenings:,} (SIGHUP)")] if reopenings else []
         return [(f"{out.kind} {out.name}", out.describe()) for out in reports]
+
+
+def input_status(server: ServerStatistics) -> str:
+    """The status line's part about the input: truncated, framing errors, binary."""
+    return (
+        f" | truncated {server.lines_truncated:,} ({server.bytes_discarded:,} bytes discarded)"
+        f" | framing errors {server.framing_errors:,} | binary {server.binary_records:,}"
+    )
 
 
 def format_table(rows: Sequence[tuple[str, str]], indent: str = "  ") -> str:

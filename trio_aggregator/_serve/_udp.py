@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import socket
 import sys
 from typing import TYPE_CHECKING
@@ -44,6 +43,7 @@ import attrs
 import trio
 
 from ._errors import ServeError
+from ._framing import escape_controls
 from ._listeners import format_address
 
 if TYPE_CHECKING:
@@ -76,18 +76,7 @@ MAX_DATAGRAM = 65536
 SO_RXQ_OVFL: int | None = getattr(socket, "SO_RXQ_OVFL", 40 if sys.platform == "linux" else None)
 """The Linux option that adds the socket's drop count to each datagram received."""
 
-_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 _TRAILING = b"\n\x00"
-
-
-def escape_controls(data: bytes) -> bytes:
-    """*data* with each control character as ``#`` and 3 octal digits (rsyslog's rule).
-
-    TODO after the framing branch is merged: share its escape function (same rule).
-    """
-    if _CONTROL.search(data) is None:
-        return data
-    return _CONTROL.sub(lambda match: b"#%03o" % match[0][0], data)
 
 
 def datagram_record(data: bytes, max_line_bytes: int) -> tuple[bytes, int]:
