@@ -2,8 +2,8 @@
 
 Not in the default run: ``nox -s tests_all`` (the tests on each Python 3.10-3.13 found
 here), ``nox -s build`` (sdist and wheel, checked), ``nox -s bench`` and ``nox -s stress``
-(a soak of the serve command). The test and docs dependencies are the ``test`` and
-``docs`` extras of ``pyproject.toml``.
+(a soak of the serve command, then of the library). The test and docs dependencies
+are the ``test`` and ``docs`` extras of ``pyproject.toml``.
 """
 
 from __future__ import annotations
@@ -140,6 +140,10 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def stress(session: nox.Session) -> None:
-    """Soak ``serve`` (``nox -s stress -- --duration 60 --clients 200 --garbage 20``)."""
+    """Soak ``serve``, then the library (1,000 producers x 1,000,000 items, then 10x).
+
+    Arguments go to the serve soak: ``nox -s stress -- --duration 60 --clients 200``.
+    """
     session.install("-e", ".")
     session.run("python", "-m", "benchmarks.serve_soak", *session.posargs)
+    session.run("python", "-m", "benchmarks.library_soak")

@@ -295,9 +295,11 @@ async def test_collector_idle_timeout(autojump_clock: trio.testing.MockClock) ->
         await client.send_all(b"too late\n")
 
 
-async def test_collector_stop_closes_silent_connections_soon(
+async def test_collector_stop_reads_a_silent_connection_until_its_client_closes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    """Silence at shutdown proves nothing: the last lines may come later (a TCP zero-window
+    probe), then the client closes. They are written, not cut off unread and uncounted."""
     written = Written()
     listener = FakeListener()
     collector = LineCollector(written, shutdown_idle=0.2)
@@ -309,10 +311,31 @@ async def test_collector_stop_closes_silent_connections_soon(
         start = trio.current_time()
         collector.stop(grace=10)
         assert collector.stopping
-    assert trio.current_time() - start == pytest.approx(0.2)
+        await trio.sleep(3)
+        await quiet.send_all(b"and later, the rest\n")
+        await quiet.aclose()
+    assert trio.current_time() - start == pytest.approx(3)
     assert listener.closed
-    assert written.data == b"said something\n"
+    assert written.data == b"said something\nand later, the rest\n"
     assert collector.statistics().idle_closed == 0
+    assert collector.losses.snapshot().total_lines == 0
+
+
+async def test_collector_stop_closes_a_connection_still_open_when_the_grace_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    written = Written()
+    listener = FakeListener()
+    collector = LineCollector(written, shutdown_idle=0.2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(collector.serve, [listener])
+        quiet = listener.connect()
+        await quiet.send_all(b"said something\nhalf")
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        collector.stop(grace=10)
+    assert trio.current_time() - start == pytest.approx(10)
+    assert written.data == b"said something\nhalf [cut by trio-aggregator: shutdown]\n"
 
 
 async def test_collector_stop_lets_busy_clients_send_until_the_grace_period_ends(

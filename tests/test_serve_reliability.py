@@ -225,7 +225,9 @@ async def test_a_record_cut_at_the_idle_timeout_is_marked_or_dropped_never_whole
 async def test_a_record_cut_at_shutdown_is_marked_and_the_summary_says_so(tmp_path: Path) -> None:
     stderr = io.StringIO()
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(partial(run_server, options(tmp_path), stderr=stderr))
+        # The client stays connected: it is cut when the shutdown timeout runs out.
+        opts = options(tmp_path, shutdown_timeout=0.2)
+        server = await nursery.start(partial(run_server, opts, stderr=stderr))
         stream = await trio.open_tcp_stream(*server.tcp_addresses[0])
         async with stream:
             await stream.send_all(b"ok\nhalf a rec")
@@ -239,7 +241,7 @@ async def test_a_record_cut_at_shutdown_is_marked_and_the_summary_says_so(tmp_pa
 
 async def test_dropped_cut_records_are_lost_lines_and_exit_1(tmp_path: Path) -> None:
     stderr = io.StringIO()
-    opts = options(tmp_path, cut_records="drop")
+    opts = options(tmp_path, cut_records="drop", shutdown_timeout=0.2)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(partial(run_server, opts, stderr=stderr))
         stream = await trio.open_tcp_stream(*server.tcp_addresses[0])
@@ -289,6 +291,145 @@ async def test_lines_unread_at_the_shutdown_deadline_are_counted(
     losses = server.summary.losses
     assert (losses.lines["unread"], losses.bytes["unread"]) == (1000, len(tail))
     assert f"lost lines       1,000 ({len(tail):,} bytes; unread 1,000)" in stderr.getvalue()
+
+
+async def wait_refused(address: tuple[str, int]) -> None:
+    """Return once *address* refuses connections (the server has closed its listener).
+
+    Probes are spaced well over the tests' ``shutdown_idle`` (0.01 s): a probe is a new
+    connection, which keeps a stopping listener open for that long.
+    """
+    with trio.fail_after(20):
+        while True:
+            try:
+                socket.create_connection(address).close()
+            except ConnectionRefusedError:
+                return
+            await trio.sleep(0.1)
+
+
+async def test_clients_silent_across_the_shutdown_have_every_line_written(tmp_path: Path) -> None:
+    """Silence at shutdown is not the end: lines that come after it, then the close, are
+    written (the soak lost 2,149 lines of closed clients whose last segments came after
+    a 0.2 s zero-window probe, cut unread and uncounted)."""
+    stderr = io.StringIO()
+    opts = options(tmp_path, shutdown_timeout=30)
+    clients: list[socket.socket] = []
+    try:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(partial(run_server, opts, stderr=stderr))
+            address = server.tcp_addresses[0]
+            for n in range(20):
+                clients.append(socket.create_connection(address))
+                clients[-1].sendall(b"".join(b"c%d first %d\n" % (n, i) for i in range(50)))
+            await wait_for(lambda: server.collector.statistics().lines == 1000)
+            server.shutdown()
+            await wait_refused(address)  # stopping, the listener closed
+            for n, client in enumerate(clients):
+                client.sendall(b"".join(b"c%d then %d\n" % (n, i) for i in range(50)))
+                client.close()
+            await server.wait_finished()
+    finally:
+        for client in clients:
+            client.close()
+    assert server.exit_code == 0
+    lines = (tmp_path / "out.log").read_bytes().splitlines()
+    for n in range(20):
+        mine = [line for line in lines if line.startswith(b"c%d " % n)]
+        assert mine == [b"c%d first %d" % (n, i) for i in range(50)] + [
+            b"c%d then %d" % (n, i) for i in range(50)
+        ]
+    assert len(lines) == 2000
+
+
+async def test_clients_connecting_sending_and_closing_as_shutdown_starts_lose_nothing(
+    tmp_path: Path,
+) -> None:
+    """Every line of a client that got in is written: those queued behind max_connections
+    too. A client that came too late is refused, and knows it."""
+    opts = options(tmp_path, shutdown_timeout=30, max_connections=8)
+    sent: list[int] = []
+
+    async def client(address: tuple[str, int], n: int) -> None:
+        try:
+            stream = await trio.open_tcp_stream(*address)
+        except OSError:
+            return  # the listener had closed: refused
+        async with stream:
+            await stream.send_all(b"".join(b"k%d line %d\n" % (n, i) for i in range(100)))
+        sent.append(n)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(run_server, opts, stderr=io.StringIO()))
+        async with trio.open_nursery() as clients:
+            for n in range(100):
+                clients.start_soon(client, server.tcp_addresses[0], n)
+            server.shutdown()
+        await server.wait_finished()
+    assert server.exit_code == 0
+    lines = (tmp_path / "out.log").read_bytes().splitlines()
+    for n in sent:
+        assert [line for line in lines if line.startswith(b"k%d " % n)] == [
+            b"k%d line %d" % (n, i) for i in range(100)
+        ]
+    assert len(lines) == 100 * len(sent)
+    assert sent, "none got in"
+
+
+async def test_a_forced_shutdown_counts_what_connections_waiting_for_a_slot_sent(
+    tmp_path: Path,
+) -> None:
+    stderr = io.StringIO()
+    opts = options(tmp_path, max_connections=1)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(run_server, opts, stderr=stderr))
+        address = server.tcp_addresses[0]
+        with (
+            socket.create_connection(address) as holder,
+            socket.create_connection(address) as waiting,
+        ):
+            holder.sendall(b"held\n")
+            await wait_for(lambda: server.collector.statistics().lines == 1)
+            waiting.sendall(b"never read 1\nnever read 2\n")  # accepted, waits for a slot
+            await wait_for(lambda: unsent_bytes(waiting) == 0)
+            await trio.testing.wait_all_tasks_blocked()
+            server.shutdown(force=True)
+            await server.wait_finished()
+    assert server.exit_code == 1
+    assert (tmp_path / "out.log").read_bytes() == b"held\n"
+    assert server.summary is not None
+    assert server.summary.losses.lines["unread"] == 2
+
+
+async def test_connections_queued_when_the_shutdown_timeout_ends_are_counted(
+    tmp_path: Path,
+) -> None:
+    """What clients sent on connections never accepted (queued behind max_connections)
+    when the shutdown timeout ends is counted lost, not reset with the listener unseen."""
+    stderr = io.StringIO()
+    opts = options(tmp_path, max_connections=1, shutdown_timeout=0.2)
+    queued: list[socket.socket] = []
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(run_server, opts, stderr=stderr))
+        address = server.tcp_addresses[0]
+        with socket.create_connection(address) as holder:  # takes the only slot
+            holder.sendall(b"held\n")
+            await wait_for(lambda: server.collector.statistics().lines == 1)
+            for n in range(20):  # they wait in the listen backlog
+                client = socket.create_connection(address)
+                queued.append(client)
+                client.sendall(b"".join(b"q%d line %d\n" % (n, i) for i in range(10)))
+                await wait_for(lambda c=client: unsent_bytes(c) == 0)  # type: ignore[misc]
+                client.close()
+            server.shutdown()
+            await server.wait_finished()
+    assert server.exit_code == 1
+    assert (tmp_path / "out.log").read_bytes() == b"held\n"
+    assert server.summary is not None
+    losses = server.summary.losses
+    assert losses.lines["unread"] == 200
+    assert losses.total_lines == 200
+    assert "lost lines       200" in stderr.getvalue()
 
 
 # ---------------------------------------------------------------------------- item 9
@@ -456,7 +597,7 @@ async def test_a_line_not_finished_in_time_is_cut(autojump_clock: trio.testing.M
 async def test_slow_clients_from_one_address_do_not_lock_others_out(tmp_path: Path) -> None:
     """Item 6: many slow connections from one address; a new client still gets in."""
     stderr = io.StringIO()
-    opts = options(tmp_path, max_connections=20, max_per_address=10)
+    opts = options(tmp_path, max_connections=20, max_per_address=10, shutdown_timeout=0.2)
     slow: list[socket.socket] = []
     try:
         async with trio.open_nursery() as nursery:

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-from trio_aggregator import Aggregator, AggregatorConfig, _ledger, open_aggregator
+from trio_aggregator import (
+    Aggregator,
+    AggregatorConfig,
+    _ledger,
+    connect_aggregator,
+    open_aggregator,
+)
 from trio_aggregator._ledger import Ledger
 
 if TYPE_CHECKING:
@@ -126,31 +132,97 @@ def read_in_a_thread(aggregator: Aggregator) -> AggregatorStatistics:
     return out[0]
 
 
-def test_a_reader_retries_when_a_change_came_between(monkeypatch: pytest.MonkeyPatch) -> None:
-    agg = Aggregator(AggregatorConfig(writer=lambda data: None))
-    ledger = agg._ledger
-    start = ledger.version
+async def test_a_reader_thread_gets_the_copy_the_trio_thread_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From another thread, the copy is made in the Trio thread: the write path pays nothing."""
+    copied_in: list[int] = []
     real_copy = Ledger._copy
-    copies: list[int] = []
 
     def copy(self: Ledger, *args: Any) -> AggregatorStatistics:
-        copies.append(self.version)
-        if len(copies) == 1:  # as if the Trio thread changed the counts meanwhile
-            self.accepted += 1
-            self.version += 2
+        copied_in.append(threading.get_ident())
         return real_copy(self, *args)
 
     monkeypatch.setattr(Ledger, "_copy", copy)
-    assert read_in_a_thread(agg).items_accepted == 1
-    assert copies == [start, start + 2]
-    assert ledger.version == start + 2
+    async with trio.open_nursery() as nursery, open_aggregator(nursery, config()) as agg:
+        await agg.write(ITEM)
+        await agg.flush()
+        stats = await trio.to_thread.run_sync(agg.statistics)
+        assert stats.items_written == 1
+        assert copied_in == [threading.get_ident()]  # this (the Trio) thread
+        assert agg.statistics().items_written == 1  # the Trio thread copies directly
+        assert copied_in == [threading.get_ident()] * 2
 
 
-def test_a_reader_gives_up_waiting_for_a_change_that_never_ends(
+def config() -> AggregatorConfig:
+    return AggregatorConfig(writer=lambda data: None, buffer_size=8)
+
+
+def test_a_reader_thread_after_the_trio_run_is_over_copies_directly() -> None:
+    async def main() -> Aggregator:
+        async with trio.open_nursery() as nursery, open_aggregator(nursery, config()) as agg:
+            await agg.write(ITEM)
+        return agg
+
+    agg = trio.run(main)  # that run is over: nothing changes the counts any more
+    stats = read_in_a_thread(agg)
+    assert (stats.items_accepted, stats.items_written, stats.is_running) == (1, 1, False)
+
+
+def test_a_reader_thread_before_the_first_start_copies_directly() -> None:
+    assert read_in_a_thread(Aggregator(config())).items_accepted == 0
+
+
+async def test_a_stopped_aggregator_in_a_live_run_answers_a_thread() -> None:
+    async with trio.open_nursery() as nursery:
+        agg = await connect_aggregator(nursery, config())
+        await agg.write(ITEM)
+        await agg.aclose()
+        stats = await trio.to_thread.run_sync(agg.statistics)
+    assert (stats.items_written, stats.is_running) == (1, False)
+
+
+async def test_a_reader_thread_waits_for_a_blocked_trio_thread_only_so_long(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    agg = Aggregator(AggregatorConfig(writer=lambda data: None))
+    """A sync writer or callback blocking the Trio thread does not block a reader for ever."""
     monkeypatch.setattr(_ledger, "SNAPSHOT_PATIENCE", 0.05)
-    agg._ledger.version += 1  # as if the Trio thread stopped in the middle of a change
-    assert read_in_a_thread(agg).items_accepted == 0
-    assert agg.statistics().items_accepted == 0  # the Trio thread itself never waits
+    async with trio.open_nursery() as nursery, open_aggregator(nursery, config()) as agg:
+        await agg.write(ITEM)
+        await agg.flush()
+        # Blocks the Trio thread until the reader has its copy: it must not wait for us.
+        stats = read_in_a_thread(agg)
+    assert stats.items_written == 1
+
+
+def test_a_reader_thread_running_its_own_trio_loop_gets_a_copy() -> None:
+    """The reader may be another Trio thread: it waits for the copy, it is not refused."""
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery, open_aggregator(nursery, config()) as agg:
+            await agg.write(ITEM)
+            await agg.flush()
+            got: list[AggregatorStatistics] = []
+            await trio.to_thread.run_sync(lambda: got.append(trio.run(read, agg)))
+            assert got[0].items_written == 1
+
+    async def read(agg: Aggregator) -> AggregatorStatistics:
+        await trio.lowlevel.checkpoint()
+        return agg.statistics()
+
+    trio.run(main)
+
+
+async def test_a_copy_that_fails_raises_in_the_reader_not_in_the_trio_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: Ledger, *args: Any) -> AggregatorStatistics:
+        raise RuntimeError("cannot copy")
+
+    async with trio.open_nursery() as nursery, open_aggregator(nursery, config()) as agg:
+        monkeypatch.setattr(Ledger, "_copy", broken)
+        with pytest.raises(RuntimeError, match="cannot copy"):
+            await trio.to_thread.run_sync(agg.statistics)
+        monkeypatch.undo()
+        await agg.write(ITEM)  # the run goes on
+    assert agg.statistics().items_written == 1

@@ -296,9 +296,9 @@ class Aggregator(trio.abc.AsyncResource):
     def statistics(self) -> AggregatorStatistics:
         """A consistent snapshot of every metric and counter, safe from any thread.
 
-        From another thread it is copied between two changes (the write path takes no
-        lock: a change bumps a version counter twice, and the copy is retried if one
-        came in between).
+        From another thread, the Trio thread makes the copy between two of its steps
+        and the caller waits for it (a round trip through the event loop); the write
+        path pays nothing for it.
         """
         return self._ledger.snapshot(
             is_running=self.is_running,

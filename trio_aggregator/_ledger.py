@@ -13,17 +13,17 @@ the bytes (except a 1-byte write: Python shares those objects, so among waiting 
 writes of the same byte the one adopted may be another one than the one taken; the
 counts stay right, and which of them is labelled waiting is settled when they resume).
 
-Only the Trio thread changes the counts; `snapshot` may be called from any thread. Each
-change of several related counts is wrapped in two increments of ``version`` (odd while
-it is under way), as in a seqlock: a reader on another thread copies the counts between
-two reads of the same even version, else tries again. The write path takes no lock.
+Only the Trio thread changes the counts; `snapshot` may be called from any thread. In
+the Trio thread it copies them directly: nothing changes them meanwhile. From another
+thread it has the Trio thread make the copy, between two of its steps (with the run's
+`trio.lowlevel.TrioToken`). So the write path pays nothing for it: no lock, no counter.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -33,6 +33,8 @@ from ._error_log import ErrorLog
 from ._statistics import AggregatorStatistics
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ._config import AggregatorConfig
 
 SAMPLE_MASK = 15
@@ -40,7 +42,7 @@ SAMPLE_MASK = 15
 SAMPLE_WINDOW = 1024
 """How many recent buffered-time samples the percentiles are computed over."""
 SNAPSHOT_PATIENCE = 1.0
-"""Seconds a reader on another thread retries for a consistent copy (see `Ledger.snapshot`)."""
+"""Seconds a reader on another thread waits for the Trio thread's copy (see `Ledger.snapshot`)."""
 
 
 class Ledger:
@@ -49,6 +51,7 @@ class Ledger:
     __slots__ = (
         "_buffered_times",
         "_owner",
+        "_token",
         "accepted",
         "async_runs",
         "async_skipped",
@@ -70,7 +73,6 @@ class Ledger:
         "sync_runs",
         "taken",
         "unsettled_from",
-        "version",
         "writer_calls",
         "writer_errors",
         "writer_lock",
@@ -90,19 +92,17 @@ class Ledger:
         self.samples: deque[tuple[int, float]] = deque()
         """(number, time accepted) of the sampled items not handed to the writer yet."""
         self._buffered_times: deque[float] = deque(maxlen=SAMPLE_WINDOW)
-        self.version = 0
         self.runs = 0
         """Runs started (1 before the first start): a waiting write knows its own by it."""
         self.writer_lock = threading.Lock()
         """Held by a ``writer_thread`` call, even one a stop stopped waiting for."""
-        """Odd while the Trio thread changes related counts (see `snapshot`)."""
         self.new_run()
 
     def new_run(self) -> None:
         """Levels start from zero with each run (the totals go on)."""
-        self.version += 1
         self.runs += 1
         self._owner = threading.get_ident()  # the thread that runs Trio, for `snapshot`
+        self._token = _current_trio_token()  # None before the first start
         self.nb_buffered = self.size_buffered = 0  # accepted, still in the channel
         self.nb_held = self.size_held = 0  # taken by the receiver, not handed to the writer
         self.nb_waiting = self.size_waiting = 0
@@ -110,23 +110,20 @@ class Ledger:
         self.unsettled_from = 0  # number of the oldest item the receiver holds; 0: none
         self.blocked.clear()
         self.samples.clear()
-        self.version += 1
 
     # ------------------------------------------------------------ writes that wait
 
     def block(self, item: bytes) -> None:
         """Count *item* as waiting: its write found no room."""
-        self.version += 1
         self.nb_waiting += 1
         self.size_waiting += len(item)
         key = id(item)
         self.blocked[key] = self.blocked.get(key, 0) + 1
-        self.version += 1
 
     def unblock(self, item: bytes) -> bool:
         """The write of *item* resumed: False if the receiver already adopted it.
 
-        Only called inside a change that increments ``version``.
+        Only called inside a change of the counts that go with it.
         """
         key = id(item)
         left = self.blocked.get(key, 0)
@@ -151,12 +148,10 @@ class Ledger:
         """
         if run != self.runs:
             return
-        self.version += 1
         if not self.unblock(item):
             self.accepted -= 1
             self.nb_buffered -= 1
             self.size_buffered -= len(item)
-        self.version += 1
 
     def accept(self, item: bytes) -> None:
         """Count *item* as accepted into the channel without waiting.
@@ -164,11 +159,9 @@ class Ledger:
         One such item in 16 has its buffered time measured: it entered the channel
         behind every accepted or waiting item, so its number is known.
         """
-        self.version += 1
         self.nb_buffered += 1
         self.size_buffered += len(item)
         self.accepted += 1
-        self.version += 1
         if not self.accepted & SAMPLE_MASK:
             self.samples.append((self.accepted + self.nb_waiting, trio.current_time()))
 
@@ -179,12 +172,10 @@ class Ledger:
         """
         if run != self.runs:
             return
-        self.version += 1
         if self.unblock(item):
             self.nb_buffered += 1
             self.size_buffered += len(item)
             self.accepted += 1
-        self.version += 1
 
     # ------------------------------------------------------------ taking
 
@@ -193,14 +184,12 @@ class Ledger:
 
         *held*: the receiver took it, and holds it until it hands it to the writer.
         """
-        self.version += 1
         self._leave(item)
         if held:
             if not self.unsettled_from:
                 self.unsettled_from = self.taken
             self.nb_held += 1
             self.size_held += len(item)
-        self.version += 1
 
     def _leave(self, item: bytes) -> None:
         blocked = self.blocked
@@ -216,7 +205,6 @@ class Ledger:
         """The receiver took the items of *run*, *size* bytes, at once, and holds them."""
         count = len(run)
         adopted = adopted_size = 0
-        self.version += 1
         if self.blocked:  # some may come from writes whose task has not resumed yet
             blocked = self.blocked
             for item in run:
@@ -232,52 +220,41 @@ class Ledger:
             self.unsettled_from = self.taken - count + 1
         self.nb_held += count
         self.size_held += size
-        self.version += 1
 
     def hand_over(self, count: int, size: int) -> None:
         """The receiver hands *count* held items of *size* bytes to the writer."""
-        self.version += 1
         level = self.nb_buffered + self.nb_held
         if level > self.peak:
             self.peak = level
         self.nb_held -= count
         self.size_held -= size
-        self.version += 1
 
     def wrote(self, count: int, size: int) -> None:
         """A writer call for *count* items of *size* bytes returned."""
-        self.version += 1
         self.items_written += count
         self.bytes_written += size
-        self.version += 1
 
     def evict(self, item: bytes) -> None:
         """*item*, taken from the channel, is dropped to make room (``drop_oldest``)."""
-        self.version += 1
         self.note_peak()
         self._leave(item)
         self.forget_sample(self.taken)
         self.drops.add("oldest")
-        self.version += 1
 
     def abandon(self, reason: str, in_flight: int, left: list[bytes]) -> int:
         """Count as lost: *in_flight*, the held items, and *left* (taken from the channel).
 
         Returns how many items that is.
         """
-        self.version += 1
-        try:
-            self.note_peak()
-            lost = in_flight + self.nb_held + len(left)
-            self.nb_held = self.size_held = 0
-            for item in left:
-                self._leave(item)
-            self.unsettled_from = 0
-            self.samples.clear()
-            if lost:
-                self.drops.add(reason, lost)
-        finally:
-            self.version += 1
+        self.note_peak()
+        lost = in_flight + self.nb_held + len(left)
+        self.nb_held = self.size_held = 0
+        for item in left:
+            self._leave(item)
+        self.unsettled_from = 0
+        self.samples.clear()
+        if lost:
+            self.drops.add(reason, lost)
         return lost
 
     def note_peak(self) -> None:
@@ -320,25 +297,19 @@ class Ledger:
     ) -> AggregatorStatistics:
         """Every count as one `AggregatorStatistics`, consistent from any thread.
 
-        In the Trio thread the counts never change under the reader. On another thread
-        they are copied between two reads of the same even ``version`` (retrying, and
-        letting the Trio thread run, while a change is under way). Should a change never
-        finish (the Trio thread stopped in the middle of one, by `KeyboardInterrupt`),
-        the copy made after `SNAPSHOT_PATIENCE` seconds is returned as it is.
+        In the Trio thread (or before the first start) the counts are copied directly:
+        nothing changes them under the reader. From another thread, the Trio thread is
+        asked to copy them between two of its steps (`trio.lowlevel.TrioToken.run_sync_soon`)
+        and the reader waits; once that Trio run is over, nothing changes them any more
+        and they are copied directly. Should the Trio thread not come back to its event
+        loop within `SNAPSHOT_PATIENCE` seconds (a sync writer or callback blocking it),
+        they are copied directly too: it is busy elsewhere, not changing them.
         """
-        copy = self._copy
-        if threading.get_ident() == self._owner:
-            return copy(is_running, uptime, buffer_size, open_senders)
-        give_up = time.monotonic() + SNAPSHOT_PATIENCE
-        while True:
-            version = self.version
-            if not version & 1:
-                stats = copy(is_running, uptime, buffer_size, open_senders)
-                if self.version == version or time.monotonic() > give_up:
-                    return stats
-            elif time.monotonic() > give_up:
-                return copy(is_running, uptime, buffer_size, open_senders)
-            time.sleep(0)  # let the Trio thread finish its change
+        copy = partial(self._copy, is_running, uptime, buffer_size, open_senders)
+        token = self._token
+        if token is None or threading.get_ident() == self._owner:
+            return copy()
+        return _copy_in_trio_thread(token, copy)
 
     def _copy(
         self, is_running: bool, uptime: float, buffer_size: float, open_senders: int
@@ -377,6 +348,39 @@ class Ledger:
             buffered_time_p50=_percentile(times, 0.50),
             buffered_time_p99=_percentile(times, 0.99),
         )
+
+
+def _current_trio_token() -> trio.lowlevel.TrioToken | None:
+    try:
+        return trio.lowlevel.current_trio_token()
+    except RuntimeError:  # not in a Trio run
+        return None
+
+
+def _copy_in_trio_thread(
+    token: trio.lowlevel.TrioToken, copy: Callable[[], AggregatorStatistics]
+) -> AggregatorStatistics:
+    """``copy()`` made by the Trio thread of *token*'s run, or here if that cannot be."""
+    done = threading.Event()
+    result: list[AggregatorStatistics | Exception] = []
+
+    def in_trio() -> None:
+        try:
+            result.append(copy())
+        except Exception as exc:  # raised to the reader, never into the Trio run
+            result.append(exc)
+        finally:
+            done.set()
+
+    try:
+        token.run_sync_soon(in_trio)
+    except trio.RunFinishedError:
+        return copy()  # the run is over: nothing changes the counts any more
+    if not done.wait(SNAPSHOT_PATIENCE):
+        return copy()
+    if isinstance(result[0], Exception):
+        raise result[0]
+    return result[0]
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:

@@ -8,8 +8,8 @@ and is imported explicitly, as ``trio_aggregator.prometheus``.
 `Aggregator.statistics` snapshot per aggregator it exports and turns it into metric
 families (gauges for the current state, counters for the totals). A scrape runs in
 whatever thread serves it (prometheus-client's HTTP server thread, a web framework's
-worker); `Aggregator.statistics` may be called from any thread, so nothing has to be
-passed back to Trio.
+worker); `Aggregator.statistics` may be called from any thread (it has the Trio thread
+make the copy), so the collector needs nothing more.
 """
 
 from __future__ import annotations

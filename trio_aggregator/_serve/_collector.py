@@ -34,7 +34,7 @@ import trio
 from ._framing import SPLITTER_COUNTS as _SPLITTER_COUNTS
 from ._framing import FramingRules, Splitter
 from ._lines import DEFAULT_MAX_LINE_BYTES
-from ._listeners import count_unread, peer_address
+from ._listeners import accept_queued, count_unread, peer_address, reset_queued, unread_lines
 from ._losses import Losses
 from ._statistics import Counters, ServerStatistics
 
@@ -63,7 +63,10 @@ RECEIVE_SIZE = 64 * 1024
 """The most bytes read from a connection at once."""
 
 SHUTDOWN_IDLE = 0.2
-"""Seconds of silence after which a connection is closed once shutdown has begun."""
+"""Seconds without a new connection after which a listener is closed once stopping."""
+
+QUEUED_LIMIT = 65536
+"""The most connections still queued on a listener that it closes: counted, then reset."""
 
 ACCEPT_RETRY_DELAY = 0.1
 """Seconds to wait before accepting again after running out of file descriptors or memory."""
@@ -98,7 +101,7 @@ class LineCollector:
         max_line_bytes: Longer lines are truncated (see the module docs).
         idle_timeout: Close a connection silent for this long (None: never).
         max_connections: Connections served at once (None: no limit).
-        shutdown_idle: After `stop`, close a connection silent for this long.
+        shutdown_idle: After `stop`, stop accepting once no connection came for this long.
         losses: Where lines read and not handed over are counted (default: a new one).
         abort_grace: After `abort`, the most seconds a chunk already read may still wait
             to be handed over (for room in the aggregator); then it is counted lost.
@@ -179,9 +182,9 @@ class LineCollector:
         deadline = now + self._idle_timeout if self._idle_timeout else math.inf
         if self._line_timeout is not None:
             deadline = min(deadline, conn.line_started + self._line_timeout)
-        if self._stopping:
-            deadline = min(deadline, now + self._shutdown_idle, self._grace_deadline)
-        return deadline
+        # Stopping: read until the client closes, within the grace; silence proves nothing
+        # (its last lines may come after a TCP zero-window probe: 0.2 s, 0.4 s... later).
+        return min(deadline, self._grace_deadline)
 
     async def _write(self, conn: _Connection, chunk: bytes) -> bool:
         """Hand *chunk* over; False if `abort`'s grace ran out first (it is counted lost)."""
@@ -313,6 +316,7 @@ class LineCollector:
                 self._slot_scopes.discard(scope)
         finally:
             if not acquired:  # aborted or cancelled while waiting for a slot
+                self.losses.add("unread", *unread_lines(stream, RECEIVE_SIZE, UNREAD_LIMIT))
                 await trio.aclose_forcefully(stream)
         task_status.started()
         if not acquired:
@@ -368,11 +372,16 @@ class LineCollector:
         try:
             while True:
                 stream = await self._accept(listener)
+                if stream is None and trio.current_time() < self._grace_deadline:
+                    stream = accept_queued(listener)  # came as the idle wait ended
                 if stream is None:
                     return
                 # Waits for a free slot (max_connections) before accepting again.
                 await nursery.start(self._serve_connection, stream)
         finally:
+            # Closing the listener resets what is still queued: count it lost first.
+            queued = reset_queued(listener, QUEUED_LIMIT, RECEIVE_SIZE, UNREAD_LIMIT)
+            self.losses.add("unread", *queued)
             await trio.aclose_forcefully(listener)
 
     async def serve(
@@ -400,23 +409,28 @@ class LineCollector:
 
         Connections the system has already queued are still accepted: a listener is
         closed once no connection came for ``shutdown_idle`` seconds. A connection is
-        closed as soon as its client closes it, or it has been silent for
-        ``shutdown_idle`` seconds. Whatever is left when *grace* runs out is closed.
+        read until its client closes it, however long it is silent, within *grace*.
+        Whatever is left when *grace* runs out is closed: a record it cuts is marked or
+        dropped, and what the kernel still holds for it, or for a connection still
+        queued on a listener, is counted lost (``unread``).
         """
         now = trio.current_time()
         self._grace_deadline = min(self._grace_deadline, now + grace)
         self._stopping = True
-        deadline = min(now + self._shutdown_idle, self._grace_deadline)
-        for scope in (*self._accept_scopes, *(conn.scope for conn in self._connections)):
-            scope.deadline = min(scope.deadline, deadline)
+        accept_deadline = min(now + self._shutdown_idle, self._grace_deadline)
+        for scope in self._accept_scopes:
+            scope.deadline = min(scope.deadline, accept_deadline)
+        for conn in self._connections:
+            conn.scope.deadline = min(conn.scope.deadline, self._grace_deadline)
 
     def abort(self) -> None:
         """Stop at once: close every connection; what was read is still handed over.
 
         Connections are closed without reading more, and those waiting for a slot are
-        dropped unread; a chunk already read still waits for room in the aggregator, up
-        to *abort_grace* seconds, then it is counted lost (``forced_shutdown``). A
-        second call cancels everything at once (what was waiting is counted lost).
+        dropped unread (what the kernel holds for them is counted lost); a chunk already
+        read still waits for room in the aggregator, up to *abort_grace* seconds, then
+        it is counted lost (``forced_shutdown``). A second call cancels everything at
+        once (what was waiting is counted lost).
         """
         self.stop(0)
         self._aborts += 1

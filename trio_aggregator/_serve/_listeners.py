@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import stat
 
 import trio
 
 __all__ = [
+    "accept_queued",
     "count_unread",
     "format_address",
     "open_unix_listener",
     "parse_tcp_address",
     "peer_address",
+    "reset_queued",
+    "unread_lines",
     "tcp_listener_address",
     "unlink_if_same",
 ]
@@ -131,6 +135,8 @@ def count_unread(
     newlines = nbytes = 0
     last = b"\n"
     try:
+        # The receive buffer may hold more than *limit* (tcp_rmem up to 32 MiB).
+        limit = max(limit, beneath.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
         fd = beneath.socket.fileno()
         while nbytes < limit:
             data = os.read(fd, read_size)
@@ -144,6 +150,47 @@ def count_unread(
     if beneath is not stream:  # encrypted
         return 0, nbytes, not nbytes
     return newlines, nbytes, last == b"\n"
+
+
+def accept_queued(listener: trio.abc.Listener[trio.abc.Stream]) -> trio.SocketStream | None:
+    """A connection the system has queued on *listener*, accepted without waiting.
+
+    None when there is none, or *listener* is not a `trio.SocketListener` (a TLS
+    listener's queued connections have sent no line: their handshake is not done).
+    """
+    if not isinstance(listener, trio.SocketListener):
+        return None
+    try:
+        with socket.socket(fileno=os.dup(listener.socket.fileno())) as sock:
+            sock.setblocking(False)
+            conn, _ = sock.accept()
+    except OSError:  # none queued (EAGAIN), or the listener is closed
+        return None
+    return trio.SocketStream(trio.socket.from_stdlib_socket(conn))
+
+
+def unread_lines(stream: trio.abc.ReceiveStream, read_size: int, limit: int) -> tuple[int, int]:
+    """`count_unread` as lines and bytes (a last line without a newline counts as one)."""
+    newlines, nbytes, ends_line = count_unread(stream, read_size, limit)
+    return newlines + (0 if ends_line or not nbytes else 1), nbytes
+
+
+def reset_queued(
+    listener: trio.abc.Listener[trio.abc.Stream], most: int, read_size: int, limit: int
+) -> tuple[int, int]:
+    """Close up to *most* connections still queued on *listener*, unread; their lines and bytes.
+
+    What their clients sent is in the kernel (`unread_lines`); closing them resets them.
+    """
+    lines = nbytes = 0
+    for _ in range(most):
+        stream = accept_queued(listener)
+        if stream is None:
+            break
+        more_lines, more_bytes = unread_lines(stream, read_size, limit)
+        lines, nbytes = lines + more_lines, nbytes + more_bytes
+        stream.socket.close()
+    return lines, nbytes
 
 
 def _beneath(stream: object) -> trio.SocketStream | None:

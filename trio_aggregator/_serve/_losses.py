@@ -11,7 +11,8 @@ read); an operator needs lines. So the server keeps its own account, in lines an
 * ``cut``: records the server cut (idle timeout, line deadline, shutdown) that the
   ``cut_records="drop"`` policy dropped;
 * ``unread``: lines still in the kernel's receive buffer when the server closed the
-  connection at the shutdown deadline, as far as one non-blocking read can tell;
+  connection at the shutdown deadline, or sent on a connection still queued on a
+  listener then (never accepted), as far as non-blocking reads can tell;
 * ``when_full``: lines an output with ``--forward-when-full drop_newest`` dropped because
   its buffer was full (its target down or slow); the other outputs still have them.
 * ``binary``: binary records (a NUL byte, invalid UTF-8) that ``--binary reject``

@@ -11,10 +11,10 @@ control, the clients: nothing is dropped.
 Shutdown (`LineServer.shutdown`, SIGINT or SIGTERM): the listeners stop accepting as
 soon as no new connection has come for `SHUTDOWN_IDLE` seconds (so the connections the
 system had already queued are served, not reset); each connection is read until its
-client closes it, or it has been silent for `SHUTDOWN_IDLE` seconds (what it sent before
-is read, not lost), or ``shutdown_timeout`` passes. Then the aggregator drains, the
-file is fsynced and closed, and a summary is printed. A second signal closes every
-connection at once.
+client closes it, however long it is silent, or until ``shutdown_timeout`` passes
+(then what is left unread, on it or still queued on a listener, is counted lost). Then
+the aggregator drains, the file is fsynced and closed, and a summary is printed. A
+second signal closes every connection at once.
 """
 
 from __future__ import annotations
