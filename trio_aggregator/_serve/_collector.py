@@ -33,6 +33,7 @@ import trio
 
 from ._framing import SPLITTER_COUNTS as _SPLITTER_COUNTS
 from ._framing import FramingRules, Splitter
+from ._handover import Handover
 from ._lines import DEFAULT_MAX_LINE_BYTES
 from ._listeners import accept_queued, count_unread, peer_address, reset_queued, unread_lines
 from ._losses import Losses
@@ -84,12 +85,11 @@ _ACCEPT_CAPACITY_ERRNOS = frozenset(
 
 
 class _Connection:
-    __slots__ = ("line_started", "scope", "splitter", "write_scope")
+    __slots__ = ("line_started", "scope", "splitter")
 
     def __init__(self, splitter: Splitter) -> None:
         self.line_started = math.inf  # when the line being received began
         self.scope = trio.CancelScope()
-        self.write_scope = trio.CancelScope()
         self.splitter = splitter
 
 
@@ -130,27 +130,24 @@ class LineCollector:
         max_per_address: int | None = None,
         framing: FramingRules | None = None,
     ) -> None:
-        self._write_fn = write
         self._max_line_bytes = max_line_bytes
         self._idle_timeout = idle_timeout
         self._slots = trio.Semaphore(max_connections) if max_connections else None
         self._shutdown_idle = shutdown_idle
         self._counters = Counters()
         self.losses = Losses() if losses is None else losses
+        self._handover = Handover(write, self.losses, abort_grace)
         self._connections: set[_Connection] = set()
         self._accept_scopes: set[trio.CancelScope] = set()
         self._nursery: trio.Nursery | None = None
         self._stopping = False
         self._grace_deadline = math.inf
-        self._abort_grace = abort_grace
         if cut_records not in ("mark", "drop"):
             raise ValueError(f"cut_records must be 'mark' or 'drop', not {cut_records!r}")
         self._cut_records = cut_records
         self._line_timeout = line_timeout
         self._max_per_address = max_per_address
         self._per_address: dict[str, int] = {}
-        self._write_deadline = math.inf
-        self._aborts = 0
         self._slot_scopes: set[trio.CancelScope] = set()
         self._accept_errors_unlogged = 0
         self._next_accept_log = -math.inf
@@ -186,20 +183,13 @@ class LineCollector:
         # (its last lines may come after a TCP zero-window probe: 0.2 s, 0.4 s... later).
         return min(deadline, self._grace_deadline)
 
-    async def _write(self, conn: _Connection, chunk: bytes) -> bool:
+    async def _write(self, chunk: bytes) -> bool:
         """Hand *chunk* over; False if `abort`'s grace ran out first (it is counted lost)."""
-        conn.write_scope = scope = trio.CancelScope(deadline=self._write_deadline)
-        try:
-            with scope:
-                await self._write_fn(chunk)
-                self._counters.lines += chunk.count(b"\n")
-                self._counters.bytes_accepted += len(chunk)
-                return True
-        except BaseException:
-            self.losses.add_data("forced_shutdown", chunk)
-            raise
-        self.losses.add_data("forced_shutdown", chunk)
-        return False
+        if not await self._handover.write(chunk):
+            return False
+        self._counters.lines += chunk.count(b"\n")
+        self._counters.bytes_accepted += len(chunk)
+        return True
 
     async def handle(self, stream: trio.abc.ReceiveStream) -> None:
         """Read *stream* until it ends, writing its lines; then close it."""
@@ -216,7 +206,7 @@ class LineCollector:
             cut = await self._read(conn, stream)
             chunk = splitter.finish() if cut is None else self._cut(splitter, stream, cut)
             if chunk:
-                await self._write(conn, chunk)
+                await self._write(chunk)
         finally:
             self._close_connection(conn)
             await trio.aclose_forcefully(stream)
@@ -243,7 +233,7 @@ class LineCollector:
                 conn.line_started = math.inf
             elif chunk or conn.line_started == math.inf:
                 conn.line_started = trio.current_time()
-            if chunk and not await self._write(conn, chunk):
+            if chunk and not await self._write(chunk):
                 return "forced shutdown"
 
     def _why_cut(self, conn: _Connection) -> str:
@@ -309,7 +299,7 @@ class LineCollector:
             if slots is not None:
                 with trio.CancelScope() as scope:
                     self._slot_scopes.add(scope)
-                    if self._aborts:
+                    if self._handover.forced:
                         scope.cancel()
                     await slots.acquire()
                     acquired = True
@@ -433,13 +423,9 @@ class LineCollector:
         once (what was waiting is counted lost).
         """
         self.stop(0)
-        self._aborts += 1
-        if self._aborts > 1:
+        if self._handover.force():
             if self._nursery is not None:
                 self._nursery.cancel_scope.cancel()
             return
-        self._write_deadline = trio.current_time() + self._abort_grace
         for scope in self._slot_scopes:
             scope.cancel()
-        for conn in self._connections:
-            conn.write_scope.deadline = min(conn.write_scope.deadline, self._write_deadline)

@@ -33,7 +33,6 @@ write waiting for room ``abort_grace`` seconds, then counts it lost (``forced_sh
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import socket
 import sys
@@ -44,6 +43,7 @@ import trio
 
 from ._errors import ServeError
 from ._framing import escape_controls
+from ._handover import Handover
 from ._listeners import format_address
 
 if TYPE_CHECKING:
@@ -142,15 +142,11 @@ class UdpInput:
         max_line_bytes: int,
         abort_grace: float = 30.0,
     ) -> None:
-        self._write_fn = write
         self._losses = losses
+        self._handover = Handover(write, losses, abort_grace)
         self._max = max_line_bytes
-        self._abort_grace = abort_grace
         self._sockets: list[_Socket] = []
         self._stopping = False
-        self._aborts = 0
-        self._write_deadline = math.inf
-        self._write_scopes: set[trio.CancelScope] = set()
         self._nursery: trio.Nursery | None = None
         self._drops_known = SO_RXQ_OVFL is not None
         self.datagrams = self.bytes_received = self.records = self.bytes_accepted = 0
@@ -231,14 +227,8 @@ class UdpInput:
     def abort(self) -> None:
         """Give writes waiting for room *abort_grace* seconds; a second call: none."""
         self.stop()
-        self._aborts += 1
-        if self._aborts > 1:
-            if self._nursery is not None:
-                self._nursery.cancel_scope.cancel()
-            return
-        self._write_deadline = trio.current_time() + self._abort_grace
-        for scope in self._write_scopes:
-            scope.deadline = min(scope.deadline, self._write_deadline)
+        if self._handover.force() and self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
 
     async def _receive(self, sock: _Socket) -> None:
         while not self._stopping:
@@ -296,21 +286,11 @@ class UdpInput:
 
     async def _write(self, chunk: bytes) -> bool:
         """Hand *chunk* over; False if `abort`'s grace ran out first (counted lost)."""
-        scope = trio.CancelScope(deadline=self._write_deadline)
-        self._write_scopes.add(scope)
-        try:
-            with scope:
-                await self._write_fn(chunk)
-                self.records += chunk.count(b"\n")
-                self.bytes_accepted += len(chunk)
-                return True
-        except BaseException:
-            self._losses.add_data("forced_shutdown", chunk)
-            raise
-        finally:
-            self._write_scopes.discard(scope)
-        self._losses.add_data("forced_shutdown", chunk)
-        return False
+        if not await self._handover.write(chunk):
+            return False
+        self.records += chunk.count(b"\n")
+        self.bytes_accepted += len(chunk)
+        return True
 
 
 def _note_drops(sock: _Socket, ancdata: list[tuple[int, int, bytes]]) -> None:
