@@ -26,7 +26,7 @@ def require_program(name: str) -> str:
     """The path of program *name*; fail under CI, skip elsewhere, if it is not installed."""
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin")
     if path is None:
-        reason = f"{name} is not installed (.ci/run installs it: apt-get install rsyslog)"
+        reason = f"{name} is not installed (.ci/run installs it from the OS packages)"
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
