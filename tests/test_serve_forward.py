@@ -93,6 +93,11 @@ async def test_file_and_forward_both_get_every_line(tmp_path: Path) -> None:
     table = format_table(summary.rows())
     assert f"forward 127.0.0.1:{receiver.port}" in table
     assert "2,400 lines written, 0 lost, 0 re-sent, 0 reconnects" in table
+    # The aggregator figures are the file's: the summary says so.
+    labels = dict(summary.rows())
+    written = file_report.aggregator.bytes_written
+    assert labels[f"bytes written (file {file_report.name})"] == f"{written:,}"
+    assert f"writer calls (file {file_report.name})" in labels
 
 
 async def test_forward_only_waits_for_a_target_that_comes_up(tmp_path: Path) -> None:

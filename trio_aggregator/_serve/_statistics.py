@@ -137,28 +137,34 @@ class ServeSummary:
 
     def throughput_rows(self) -> list[tuple[str, str]]:
         """The ``lines/s``, ``MB/s``, ``writer calls`` and ``peak buffered`` rows."""
-        agg = self.aggregator
+        agg, of = self.aggregator, self.first_output_label()
         seconds = max(self.seconds, 1e-9)
         return [
             ("lines/s", f"{self.lines / seconds:,.0f}"),
-            ("MB/s", f"{agg.bytes_written / seconds / 1e6:,.1f}"),
-            ("writer calls", f"{agg.writer_calls:,}"),
+            ("MB/s" + of, f"{agg.bytes_written / seconds / 1e6:,.1f}"),
+            ("writer calls" + of, f"{agg.writer_calls:,}"),
             (
-                "peak buffered",
+                "peak buffered" + of,
                 f"{agg.peak_nb_processing:,} writes incl. the writer's batch"
                 f" (buffer size {agg.buffer_size:,})",
             ),
         ]
 
+    def first_output_label(self) -> str:
+        """With several outputs, which one the aggregator figures are of; else ``""``."""
+        if len(self.outputs) < 2:
+            return ""
+        return f" ({self.outputs[0].kind} {self.outputs[0].name})"
+
     def rows(self) -> list[tuple[str, str]]:
         """The summary as ``(label, value)`` rows."""
-        s, agg = self.server, self.aggregator
+        s, agg, of = self.server, self.aggregator, self.first_output_label()
         rows = [
             ("seconds", f"{self.seconds:.2f}"),
             ("connections", f"{s.connections_total:,} (peak {s.connections_peak:,} at once)"),
             ("lines", f"{self.lines:,}"),
             ("bytes received", f"{s.bytes_received:,}"),
-            ("bytes written", f"{agg.bytes_written:,}"),
+            ("bytes written" + of, f"{agg.bytes_written:,}"),
             *self.throughput_rows(),
             ("truncated lines", f"{s.lines_truncated:,} ({s.bytes_discarded:,} bytes discarded)"),
             ("partial lines", f"{s.partial_lines:,} (client closed mid-line: kept)"),
@@ -172,7 +178,7 @@ class ServeSummary:
             *(self.inputs.rows() if self.inputs is not None else ()),
             ("errors", f"{agg.writer_errors + agg.callback_errors + s.accept_errors:,}"),
             ("lost lines", self.losses.describe()),
-            ("dropped writes", f"{agg.dropped:,} (aggregator items: chunks of lines)"),
+            ("dropped writes" + of, f"{agg.dropped:,} (aggregator items: chunks of lines)"),
             ("output", self.output + (f" ({self.rotations} rotations)" if self.rotations else "")),
         ]
         rows.extend(self.output_rows())
