@@ -1,7 +1,7 @@
 """Export `Aggregator.statistics` to Prometheus, through prometheus-client.
 
 An optional part of the package: it needs ``prometheus-client``, which the
-``prometheus`` extra installs (``python -m pip install 'trio-aggregator[prometheus]'``),
+``prometheus`` extra installs (``python -m pip install '.[prometheus]'`` from a clone),
 and is imported explicitly, as ``trio_aggregator.prometheus``.
 
 `AggregatorCollector` is a prometheus-client custom collector: each scrape takes one
@@ -24,7 +24,8 @@ try:
 except ImportError as exc:  # tests/test_prometheus.py hides prometheus_client to cover this
     raise ImportError(
         "trio_aggregator.prometheus needs prometheus-client (>= 0.20), which the 'prometheus'"
-        " extra installs: python -m pip install 'trio-aggregator[prometheus]'"
+        " extra installs ('.[prometheus]' from a clone);"
+        " or: python -m pip install prometheus-client"
         f" (the import failed: {exc})"
     ) from exc
 

@@ -65,7 +65,7 @@ examples:
       lines to standard output, no status line
   {PROG} serve --metrics 9464
       also serve Prometheus metrics on http://127.0.0.1:9464/metrics
-      (needs the extra: python -m pip install 'trio-aggregator[prometheus]')
+      (needs prometheus-client: python -m pip install '.[prometheus]' in a clone)
   {PROG} serve --tcp 0.0.0.0:6514 --tls-cert server.crt --tls-key server.key
       TLS on the TCP address (Unix sockets stay plain)
   {PROG} serve --udp 127.0.0.1:514 --tcp 127.0.0.1:5140
