@@ -36,19 +36,13 @@ def certs(tmp_path: Path) -> Certs:
     return Certs(tmp_path)
 
 
-def gtls_global(certs: Certs) -> str:
-    """The driver's files: rsyslog reads them from the global defaults."""
+def tls_central_body(certs: Certs, port: int, out: Path) -> str:
+    """The TLS central rsyslog of docs/forwarding.rst: imtcp over gtls into one file."""
     return (
         'global(DefaultNetstreamDriver="gtls"\n'
         f'       DefaultNetstreamDriverCAFile="{certs.ca_file}"\n'
         f'       DefaultNetstreamDriverCertFile="{certs.cert}"\n'
         f'       DefaultNetstreamDriverKeyFile="{certs.key}")\n'
-    )
-
-
-def tls_central_body(certs: Certs, port: int, out: Path) -> str:
-    """The TLS central rsyslog of docs/forwarding.rst: imtcp over gtls into one file."""
-    return gtls_global(certs) + (
         'module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1"\n'
         '       StreamDriver.AuthMode="anon")\n'
         f'ruleset(name="central") {{ action(type="omfile" file="{out}" template="raw") }}\n'
@@ -76,11 +70,16 @@ async def test_forwarding_over_tls_to_rsyslog_survives_its_restart(
 
 
 def tls_client_body(certs: Certs, port_in: int, port_out: int, framing: str) -> str:
-    """The rsyslog TLS client of docs/syslog.rst: plain imtcp in, omfwd over gtls out."""
-    return gtls_global(certs) + (
+    """The rsyslog TLS client of docs/syslog.rst: plain imtcp in, omfwd over gtls out.
+
+    It needs only the CA file: ``serve`` asks for no client certificate. The ruleset has
+    a queue of its own with one worker: on the main queue, rsyslog may run it on two
+    workers at once, and the records come out of order (on one or two connections).
+    """
+    return f'global(DefaultNetstreamDriverCAFile="{certs.ca_file}")\n' + (
         'module(load="imtcp")\n'
         f'input(type="imtcp" address="127.0.0.1" port="{port_in}" ruleset="forward")\n'
-        'ruleset(name="forward") {\n'
+        'ruleset(name="forward" queue.type="LinkedList" queue.workerThreads="1") {\n'
         f'    action(type="omfwd" target="127.0.0.1" port="{port_out}" protocol="tcp"\n'
         f'           TCP_Framing="{framing}"\n'
         '           StreamDriver="gtls" StreamDriverMode="1"\n'
