@@ -1,10 +1,11 @@
-"""Running a real rsyslogd for interoperability tests: `Rsyslog`, `require_program`.
+"""A real rsyslogd for interoperability tests: `Rsyslog`, `require_program`...
 
 rsyslogd runs as a foreground process (``-n``) with a config, a pid file and a work
 directory of its own under a temporary directory: no system daemon, no root-only paths,
 no ``imuxsock``/``imklog``. It listens on loopback only. `.ci/run` installs it from the
 OS packages; a test that needs it fails in CI when it is missing (``CI`` set) and skips
-elsewhere, saying why.
+elsewhere, saying why; `require_rsyslog_module` does the same for a module of rsyslog's
+(its TLS driver ``lmnsd_gtls`` is a package of its own, ``rsyslog-gnutls``).
 """
 
 from __future__ import annotations
