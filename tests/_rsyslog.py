@@ -1,14 +1,16 @@
-"""Running a real rsyslogd for interoperability tests: `Rsyslog`, `require_program`.
+"""A real rsyslogd for interoperability tests: `Rsyslog`, `require_program`...
 
 rsyslogd runs as a foreground process (``-n``) with a config, a pid file and a work
 directory of its own under a temporary directory: no system daemon, no root-only paths,
 no ``imuxsock``/``imklog``. It listens on loopback only. `.ci/run` installs it from the
 OS packages; a test that needs it fails in CI when it is missing (``CI`` set) and skips
-elsewhere, saying why.
+elsewhere, saying why; `require_rsyslog_module` does the same for a module of rsyslog's
+(its TLS driver ``lmnsd_gtls`` is a package of its own, ``rsyslog-gnutls``).
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
@@ -16,21 +18,50 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
-__all__ = ["Rsyslog", "free_port", "require_program", "wait_for_port"]
+__all__ = ["Rsyslog", "free_port", "require_program", "require_rsyslog_module", "wait_for_port"]
+
+
+def _missing(reason: str) -> NoReturn:
+    """Fail under CI (``CI`` set), skip elsewhere, saying *reason*."""
+    reason += " (.ci/run installs it from the OS packages)"
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 def require_program(name: str) -> str:
     """The path of program *name*; fail under CI, skip elsewhere, if it is not installed."""
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin")
     if path is None:
-        reason = f"{name} is not installed (.ci/run installs it from the OS packages)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        _missing(f"{name} is not installed")
     return path
+
+
+# Where distributions put rsyslog's loadable modules (Debian's multiarch path first).
+MODULE_DIRS = (
+    "/usr/lib/*/rsyslog",
+    "/usr/lib/rsyslog",
+    "/usr/lib64/rsyslog",
+    "/usr/local/lib/rsyslog",
+)
+
+
+def require_rsyslog_module(name: str, package: str) -> str:
+    """The path of rsyslog module *name* (``lmnsd_gtls``...); fail under CI, skip elsewhere.
+
+    rsyslog loads a stream driver only when a connection needs it, so a config check
+    does not notice a missing one: the test looks for the file, and names the *package*.
+    """
+    require_program("rsyslogd")
+    for directory in MODULE_DIRS:
+        found = sorted(glob.glob(f"{directory}/{name}.so"))
+        if found:
+            return found[0]
+    _missing(f"rsyslog's {name} module is not installed (package {package})")
 
 
 def free_port() -> int:
