@@ -253,11 +253,14 @@ def test_tls_options_are_checked(tmp_path: Path, kwargs: dict[str, object], mess
 def test_cli_tls_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--tls-cert", "c.pem", "-o", str(tmp_path / "x")]) == 2
     assert "TLS needs both a certificate and its key" in capsys.readouterr().err
-    code = main(["serve", "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.pem"])
+    output = tmp_path / "never.log"
+    args = ["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.pem", "-o", str(output)]
+    code = main(["serve", "--tcp", "127.0.0.1:0", *args])
     assert code == 1
     err = capsys.readouterr().err
     assert "error: cannot read TLS certificate '/nonexistent.pem'" in err
     assert len([line for line in err.splitlines() if "error" in line]) == 1
+    assert not output.exists()  # checked before the output is opened
     assert main(["serve", "--tls-handshake-timeout", "0"]) == 2
     assert "SECONDS must be > 0" in capsys.readouterr().err
 

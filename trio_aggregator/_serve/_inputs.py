@@ -15,6 +15,7 @@ from ._tls import TlsCounts, TlsStatistics, server_context, wrap_tcp_listeners
 from ._udp import UdpInput, UdpStatistics
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Awaitable, Callable, Sequence
     from contextlib import AsyncExitStack
 
@@ -135,6 +136,7 @@ class ServerInputs:
     ) -> None:
         self._options = options
         self._tls = TlsCounts() if options.tls_cert is not None else None
+        self._context: ssl.SSLContext | None = None
         self._udp = (
             UdpInput(
                 write,
@@ -156,6 +158,17 @@ class ServerInputs:
         """The UDP addresses, as printed: ``udp:HOST:PORT``."""
         return self._udp.addresses if self._udp is not None else []
 
+    def load_tls(self) -> ssl.SSLContext | None:
+        """Read the TLS certificate and key, if TLS is asked for (before anything opens).
+
+        Raises:
+            ServeError: The certificate or key is not usable.
+        """
+        opts = self._options
+        if opts.tls_cert is not None and opts.tls_key is not None:
+            self._context = server_context(opts.tls_cert, opts.tls_key)
+        return self._context
+
     async def open(
         self, stack: AsyncExitStack, listeners: Sequence[trio.SocketListener]
     ) -> list[trio.abc.Listener[trio.abc.Stream]]:
@@ -168,9 +181,8 @@ class ServerInputs:
         opts = self._options
         out: list[trio.abc.Listener[trio.abc.Stream]] = list(listeners)
         if self._tls is not None:
-            assert opts.tls_cert is not None
-            assert opts.tls_key is not None
-            context = server_context(opts.tls_cert, opts.tls_key)
+            context = self._context if self._context is not None else self.load_tls()
+            assert context is not None
             out = wrap_tcp_listeners(listeners, context, self._tls, opts.tls_handshake_timeout)
         if self._udp is not None:
             for host, port in opts.udp:

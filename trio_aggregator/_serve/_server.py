@@ -183,6 +183,7 @@ class LineServer:
         """
         try:
             async with AsyncExitStack() as stack:
+                self.inputs.load_tls()  # a bad certificate stops it before anything opens
                 try:
                     self.outputs.open()
                 except OutputError as exc:
