@@ -28,6 +28,8 @@ from trio_aggregator._serve._server import LineServer, run_server
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from trio_aggregator._serve._collector import CutRecords
+
 
 def octet(record: bytes) -> bytes:
     return b"%d %s" % (len(record), record)
@@ -351,4 +353,56 @@ async def test_a_frame_cut_at_the_idle_timeout_is_marked_escaped(
         await client.send_all(octet(b"<13>whole") + b"30 <13>half\nway")
         await trio.sleep(10)
     assert written.data == b"<13>whole\n<13>half#012way [cut by trio-aggregator: idle timeout]\n"
+    assert collector.statistics().cut_records == 1
+
+
+@pytest.mark.parametrize("policy", ["mark", "drop"])
+async def test_a_frame_cut_after_its_octet_count_only_is_a_cut_record(
+    policy: CutRecords, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Only ``123 `` came: the record was started, so its cut is marked or counted lost."""
+    written = Written()
+    collector = LineCollector(written, idle_timeout=5.0, cut_records=policy)
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collector.handle, server)
+        await client.send_all(octet(b"<13>whole") + b"123 ")
+        await trio.sleep(10)
+    losses = collector.losses.snapshot()
+    if policy == "mark":
+        assert written.data == b"<13>whole\n [cut by trio-aggregator: idle timeout]\n"
+        assert losses.total_lines == 0
+    else:
+        assert written.data == b"<13>whole\n"
+        assert losses.lines["cut"] == 1
+    assert collector.statistics().cut_records == 1
+
+
+async def test_a_binary_frame_rejected_as_it_is_cut_is_not_also_a_cut_record(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    written = Written()
+    framing = FramingRules(binary="reject")
+    collector = LineCollector(written, idle_timeout=5.0, framing=framing)
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collector.handle, server)
+        await client.send_all(b"10 \xff\xfe")
+        await trio.sleep(10)
+    assert written.data == b""
+    assert collector.statistics().cut_records == 0
+    assert collector.losses.snapshot().lines["binary"] == 1
+
+
+async def test_a_binary_frame_kept_as_it_is_cut_is_a_cut_record(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    written = Written()
+    collector = LineCollector(written, idle_timeout=5.0)
+    client, server = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collector.handle, server)
+        await client.send_all(b"10 \xff\xfe")
+        await trio.sleep(10)
+    assert written.data == b"\xff\xfe [cut by trio-aggregator: idle timeout]\n"
     assert collector.statistics().cut_records == 1

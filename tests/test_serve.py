@@ -35,6 +35,7 @@ from trio_aggregator._serve._options import ServeOptions
 from trio_aggregator._serve._outputs import FileOutput
 from trio_aggregator._serve._server import LineServer, ServeError, run_server
 from trio_aggregator._serve._statistics import format_table
+from trio_aggregator._serve._status import fit_status
 
 from .conftest import fail_first_file_write
 
@@ -849,3 +850,29 @@ def test_verification_finds_every_kind_of_problem(tmp_path: Path) -> None:
     good = tmp_path / "good.log"
     good.write_bytes(b"".join(lines[0] + lines[1]))
     assert verify_demo_output(str(good), 2, 5, seed=1).ok
+
+
+async def test_the_status_line_fits_the_terminal(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrapped line cannot be redrawn in place: the parts with nothing to say go first."""
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd: os.terminal_size((80, 24)))
+    monkeypatch.setattr(TtyIO, "fileno", lambda self: 2, raising=False)
+    stderr = TtyIO()
+    opts = options(tmp_path, quiet=False, forward=(("127.0.0.1", 9),), forward_resend=0.0)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(run_server, opts, stderr=stderr))
+        await trio.sleep(1.5)
+        server.shutdown()
+    shown = stderr.getvalue().split("\r\x1b[K")[1]
+    assert shown.startswith("0 conns | 0 lines/s | 0.0 MB/s | buffered 0/256 (+0 in the")
+    assert "errors 0" not in shown
+    assert len(shown) < 80
+
+
+def test_fit_status() -> None:
+    text = "1 conns | 5 lines/s | 0.1 MB/s | errors 0 | lost 3 lines | binary 0"
+    assert fit_status(text, None) == text
+    assert fit_status(text, 200) == text
+    assert fit_status(text, 60) == "1 conns | 5 lines/s | 0.1 MB/s | lost 3 lines"
+    assert fit_status(text, 30) == "1 conns | 5 lines/s | 0.1 ..."

@@ -26,7 +26,7 @@ from trio_aggregator._serve._statistics import format_table
 
 from .test_cli import connect, running, summary_value, wait_until
 from .test_forward import Receiver, closed_port, tls_contexts
-from .test_serve import LOOPBACK, options, send
+from .test_serve import options, send
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -213,7 +213,8 @@ async def test_sighup_without_an_output_file_is_ignored(tmp_path: Path) -> None:
 async def test_a_bad_forward_ca_fails_at_start(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("not a certificate")
-    opts = options(tmp_path, forward=(LOOPBACK,), forward_tls=True, forward_ca=str(ca))
+    target = ("127.0.0.1", closed_port())
+    opts = options(tmp_path, forward=(target,), forward_tls=True, forward_ca=str(ca))
     with pytest.raises(ServeError, match="cannot load --forward-ca"):
         await run_server(opts)
 
@@ -247,7 +248,7 @@ def test_forward_arguments(tmp_path: Path) -> None:
     assert opts.forward_when_full == "drop_newest"
     assert serve_options(parser.parse_args(["serve"])).output == "aggregated.log"
     with pytest.raises(ValueError, match="forward_ca needs forward_tls"):
-        options(tmp_path, forward=(LOOPBACK,), forward_ca="x")
+        options(tmp_path, forward=(("127.0.0.1", 9),), forward_ca="x")
     with pytest.raises(ValueError, match="give an output file or at least one forward"):
         options(tmp_path, output=None)
 
@@ -371,3 +372,48 @@ async def test_forwarding_over_tls_checked_against_a_ca_file(tmp_path: Path) -> 
     forward = server.summary.outputs[0].forward
     assert forward is not None
     assert forward.records_sent == 100
+
+
+async def test_one_shutdown_ends_even_with_a_target_that_never_reads(tmp_path: Path) -> None:
+    """A target that accepts and never reads (``block``): its buffer fills, the readers
+    wait for room; one shutdown still ends, and what that target did not take is lost."""
+    stderr = io.StringIO()
+    listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
+    held: list[trio.SocketStream] = []
+
+    async def accept_and_never_read() -> None:
+        while True:
+            held.append(await listener.accept())
+
+    line = b"x" * 99 + b"\n"
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(accept_and_never_read)
+        port = listener.socket.getsockname()[1]
+        opts = options(
+            tmp_path,
+            forward=(("127.0.0.1", port),),
+            buffer=2,
+            shutdown_timeout=0.2,
+            drain_timeout=0.3,
+        )
+        server: LineServer = await nursery.start(partial(run_server, opts, stderr=stderr))
+        stream = await trio.open_tcp_stream(*server.tcp_addresses[0])
+        while True:  # until the server stops reading: every buffer on the way is full
+            with trio.move_on_after(0.5) as blocked:
+                await stream.send_all(line * 655)
+            if blocked.cancelled_caught:
+                break
+        server.shutdown()
+        with trio.fail_after(10):
+            await server.wait_finished()
+        nursery.cancel_scope.cancel()
+    for held_stream in (stream, *held, listener):
+        await trio.aclose_forcefully(held_stream)
+    assert server.exit_code == 1
+    summary = server.summary
+    assert summary is not None
+    file_report, forward_report = summary.outputs
+    assert file_report.lines_written > 0
+    assert forward_report.lines_lost > 0
+    assert summary.losses.lines["forced_shutdown"] + summary.losses.lines["drain_timeout"] > 0
+    assert "shutdown timeout passed" in stderr.getvalue()

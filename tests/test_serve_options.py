@@ -210,3 +210,72 @@ def test_framing_options_from_the_command_line(monkeypatch: pytest.MonkeyPatch) 
     rules = seen[-1].framing_rules()
     assert (rules.framing, rules.nul_terminates, rules.binary) == ("octet-counted", False, "reject")
     assert main(["serve", "--framing", "syslog"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--forward", "127.0.0.1:0"], "a forward target needs a port in 1..65535, not 0"),
+        (
+            ["--tcp", "127.0.0.1:5999", "--forward", "127.0.0.1:5999"],
+            "forwarding to 127.0.0.1:5999, an address this server listens on, would send",
+        ),
+        (["--tcp", "0.0.0.0:5999", "--forward", "localhost:5999"], "round in a loop"),
+        (["--tcp", "[::]:5999", "--forward", "[::1]:5999"], "round in a loop"),
+        (["--forward-tls"], "--forward-tls without --forward: give a target"),
+        (
+            ["--forward-ca", "ca.pem", "--forward-framing", "lines"],
+            "--forward-framing, --forward-ca without --forward",
+        ),
+        (["--forward-when-full", "block"], "--forward-when-full without --forward"),
+        (["--forward-resend", "0"], "--forward-resend without --forward"),
+    ],
+)
+def test_forward_settings_that_cannot_work_are_refused(
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One error line, exit status 2: no traceback, no setting silently ignored, no loop."""
+
+    async def never_run(options: ServeOptions, **kwargs: object) -> int:
+        raise AssertionError("the server must not start")
+
+    monkeypatch.setattr("trio_aggregator._serve._cli.run_server", never_run)
+    assert main(["serve", *argv]) == 2
+    err = capsys.readouterr().err
+    assert "trio-aggregator serve: error: " in err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_forward_settings_from_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[ServeOptions] = []
+
+    async def fake_run_server(options: ServeOptions, **kwargs: object) -> int:
+        seen.append(options)
+        return 0
+
+    monkeypatch.setattr("trio_aggregator._serve._cli.run_server", fake_run_server)
+    assert main(["serve", "--tcp", "127.0.0.1:5140", "--forward", "127.0.0.1:5141"]) == 0
+    got = seen[-1]
+    assert (got.forward, got.output, got.forward_framing, got.forward_tls) == (
+        (("127.0.0.1", 5141),),
+        None,
+        "lines",
+        False,
+    )
+    assert (got.forward_ca, got.forward_when_full, got.forward_resend) == (None, "block", 1.0)
+    argv = ["serve", "--forward", "[::1]:5140", "--forward-ca", "ca.pem", "--forward-resend", "0"]
+    assert (
+        main([*argv, "--forward-framing", "octet-counted", "--forward-when-full", "drop_newest"])
+        == 0
+    )
+    got = seen[-1]
+    assert (got.forward_framing, got.forward_tls, got.forward_ca) == (
+        "octet-counted",
+        True,
+        "ca.pem",
+    )
+    assert (got.forward_when_full, got.forward_resend) == ("drop_newest", 0.0)

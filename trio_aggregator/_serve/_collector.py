@@ -248,14 +248,16 @@ class LineCollector:
 
     def _cut(self, splitter: Splitter, stream: trio.abc.ReceiveStream, reason: str) -> bytes:
         """The server cuts *stream*: count what the kernel still holds; the record to write."""
+        started, binary = splitter.pending_bytes > 0, splitter.binary_records
         record = splitter.take_pending()
         newlines, nbytes, ends_line = count_unread(stream, RECEIVE_SIZE, UNREAD_LIMIT)
         if nbytes:
             lines = newlines + (0 if ends_line else 1)
             self.losses.add("unread", lines, len(record) + nbytes)
             return b""
-        if not record:
-            return b""
+        if not record and (not started or splitter.binary_records != binary):
+            return b""  # no record begun, or it was rejected as binary (counted lost)
+        # A record begun, even one of which only the octet count came (its body b"").
         self._counters.cut_records += 1
         if self._cut_records == "drop":
             self.losses.add("cut", 1, len(record))

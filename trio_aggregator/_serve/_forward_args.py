@@ -27,7 +27,6 @@ def add_forward_arguments(serve: argparse.ArgumentParser) -> None:
     forwarding.add_argument(
         "--forward-framing",
         choices=FORWARD_FRAMINGS,
-        default="lines",
         help="'lines' (LF-terminated) or 'octet-counted' (RFC 6587 'LEN MSG'; rsyslog imtcp"
         " detects both; default lines)",
     )
@@ -42,7 +41,6 @@ def add_forward_arguments(serve: argparse.ArgumentParser) -> None:
     forwarding.add_argument(
         "--forward-when-full",
         choices=FORWARD_WHEN_FULL,
-        default="block",
         help="when a target's buffer is full (target down or slow): 'block' holds the clients"
         " back, every output waits, nothing is lost; 'drop_newest' drops for that target only"
         " (counted lost, exit status 1) and the file keeps being written (default block)",
@@ -51,20 +49,35 @@ def add_forward_arguments(serve: argparse.ArgumentParser) -> None:
         "--forward-resend",
         metavar="SECONDS",
         type=seconds_arg,
-        default=1.0,
         help="after a lost connection, send again the lines forwarded in the last SECONDS, so"
         " what the target had not read arrives (perhaps twice, counted re-sent); 0: never"
         " (default 1)",
     )
 
 
+_SETTINGS = {
+    "forward_framing": "lines",
+    "forward_tls": False,
+    "forward_ca": None,
+    "forward_when_full": "block",
+    "forward_resend": 1.0,
+}
+"""The settings of ``--forward`` and their defaults (None on the parser: given or not)."""
+
+
 def forward_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``--forward*`` arguments, as `ServeOptions` fields (a CA file implies TLS)."""
-    return {
-        "forward": tuple(args.forward or ()),
-        "forward_framing": args.forward_framing,
-        "forward_tls": args.forward_tls or args.forward_ca is not None,
-        "forward_ca": args.forward_ca,
-        "forward_when_full": args.forward_when_full,
-        "forward_resend": args.forward_resend,
+    """The ``--forward*`` arguments, as `ServeOptions` fields (a CA file implies TLS).
+
+    Raises:
+        ValueError: A setting of forwarding was given without ``--forward``.
+    """
+    given = {name: getattr(args, name) for name in _SETTINGS}
+    given = {
+        name: value for name, value in given.items() if value is not None and value is not False
     }
+    if given and not args.forward:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ValueError(f"{options} without --forward: give a target (--forward HOST:PORT)")
+    settings = {**_SETTINGS, **given}
+    settings["forward_tls"] = settings["forward_tls"] or settings["forward_ca"] is not None
+    return {"forward": tuple(args.forward or ()), **settings}

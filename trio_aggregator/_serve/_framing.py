@@ -98,6 +98,11 @@ class Splitter(Protocol):
         """Bytes of the record being received."""
         ...
 
+    @property
+    def binary_records(self) -> int:
+        """Binary records met (written or rejected)."""
+        ...
+
     def feed(self, data: bytes | bytearray) -> bytes:
         """The complete records that *data* finishes, each ending in a newline."""
         ...

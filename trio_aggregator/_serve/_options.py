@@ -82,6 +82,19 @@ def _check_setting(option: str, setting: str, value: object) -> None:
         raise (TypeError if isinstance(exc, TypeError) else ValueError)(message) from None
 
 
+_WILDCARDS = ("", "0.0.0.0", "::")
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _same_address(target: tuple[str, int], listening: tuple[str, int]) -> bool:
+    """Whether forwarding to *target* reaches the listener on *listening*, as far as the
+    names tell (a host name the server does not resolve is not compared)."""
+    (host, port), (listen_host, listen_port) = target, listening
+    if port != listen_port:
+        return False
+    return host == listen_host or (listen_host in _WILDCARDS and host in _LOOPBACK)
+
+
 @attrs.frozen(kw_only=True)
 class ServeOptions:
     """What ``trio-aggregator serve`` is told on its command line, checked at construction.
@@ -229,6 +242,14 @@ class ServeOptions:
             raise ValueError("forward_ca needs forward_tls")
         if self.output is None and self.rotate_bytes is not None:
             raise ValueError("rotation needs a file output")
+        for host, port in self.forward:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"a forward target needs a port in 1..65535, not {port}")
+            if any(_same_address((host, port), address) for address in self.tcp):
+                raise ValueError(
+                    f"forwarding to {host}:{port}, an address this server listens on, would"
+                    " send every line round in a loop"
+                )
 
     # -- input framing (``_framing``, ``_binary``)
 

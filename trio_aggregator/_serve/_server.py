@@ -91,6 +91,8 @@ class LineServer:
         self.summary: ServeSummary | None = None
         self.exit_code: int | None = None
         self._shutdown_requested = False
+        self._stop_requested = trio.Event()
+        self._serving = False
         self._force = False
         self._finished = trio.Event()
         self._status = StatusDisplay(lambda: self.stderr, options.status_interval)
@@ -128,6 +130,7 @@ class LineServer:
         ``drain_timeout``); forcing it again cancels those too, counting them lost.
         """
         self._shutdown_requested = True
+        self._stop_requested.set()
         self.collector.stop(self.options.shutdown_timeout)
         self.inputs.stop()
         if force:
@@ -261,6 +264,8 @@ class LineServer:
                     nursery.start_soon(self._watch_signals, receiver)
                 if not self.options.quiet:
                     nursery.start_soon(self._status.show, self.status_line)
+                nursery.start_soon(self._bound_shutdown)
+                self._serving = True
                 async with trio.open_nursery() as serving:
                     await serving.start(self.collector.serve, listeners)
                     serving.start_soon(self.inputs.serve)
@@ -268,8 +273,26 @@ class LineServer:
                         self.collector.stop(self.options.shutdown_timeout)
                     task_status.started(self)
             finally:
+                self._serving = False
                 await self.outputs.close_aggregators()
                 nursery.cancel_scope.cancel()
+
+    async def _bound_shutdown(self) -> None:
+        """One signal is enough: once the clients' time is up, go on as a second would.
+
+        Readers still waiting for room then (an output that takes nothing: a forward
+        target that does not read, with ``block``) get ``drain_timeout`` more seconds,
+        then what they hold is counted lost: a single SIGTERM (systemd, docker) ends
+        the server within ``shutdown_timeout`` + 2 x ``drain_timeout``.
+        """
+        await self._stop_requested.wait()
+        await trio.sleep(self.options.shutdown_timeout + self.options.shutdown_idle)
+        if self._serving and not self._force:
+            self.message(
+                f"shutdown timeout passed with lines still waiting for room: closing every"
+                f" connection now (what waits gets up to {self.options.drain_timeout:g} s more)"
+            )
+            self.shutdown(force=True)
 
     async def _start_metrics(self) -> MetricsEndpoint | None:
         """Start the metrics endpoint if ``metrics`` asks for it (`_serve` registers)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from typing import TYPE_CHECKING, TextIO
 
 import trio
@@ -11,6 +13,32 @@ if TYPE_CHECKING:
 
 Counts = tuple[int, int]
 """Lines and bytes so far, to compute the next line's rates from."""
+
+_KEPT_SEGMENTS = 3
+"""The first parts of the status line (connections, lines/s, MB/s), always shown."""
+_NONZERO = re.compile(r"[1-9]")
+
+
+def fit_status(text: str, width: int | None) -> str:
+    """*text* within *width* columns (None: as it is), for a line redrawn in place.
+
+    A line longer than the terminal wraps, and ``\r`` then redraws only its last row:
+    the terminal fills with copies. So the parts that say nothing (every figure 0) go
+    first, then the end is cut, marked ``...``.
+    """
+    if width is None or len(text) < width:
+        return text
+    parts = text.split(" | ")
+    kept = parts[:_KEPT_SEGMENTS] + [p for p in parts[_KEPT_SEGMENTS:] if _NONZERO.search(p)]
+    text = " | ".join(kept)
+    return text if len(text) < width else text[: max(width - 4, 0)] + "..."
+
+
+def _terminal_width(stream: TextIO) -> int | None:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):  # not a real terminal (a test's stream)
+        return None
 
 
 class StatusDisplay:
@@ -38,7 +66,7 @@ class StatusDisplay:
             last = now
             stream = self._stream()
             if tty:
-                stream.write(f"\r\x1b[K{text}")
+                stream.write(f"\r\x1b[K{fit_status(text, _terminal_width(stream))}")
                 stream.flush()
                 self._shown = True
             else:
