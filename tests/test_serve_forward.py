@@ -403,6 +403,8 @@ async def test_one_shutdown_ends_even_with_a_target_that_never_reads(tmp_path: P
                 await stream.send_all(line * 655)
             if blocked.cancelled_caught:
                 break
+        # The reader waits for room in the forward target's buffer: the status says so.
+        assert " | blocked 1 | " in server.status_line(1.0, (0, 0))[0]
         server.shutdown()
         with trio.fail_after(10):
             await server.wait_finished()

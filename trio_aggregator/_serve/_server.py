@@ -346,12 +346,17 @@ class LineServer:
         lines, nbytes = server.lines + inputs.lines, agg.bytes_written
         seconds = max(seconds, 1e-9)
         errors = agg.writer_errors + agg.callback_errors + server.accept_errors
+        blocked = sum(  # a reader waits for room in one output at a time
+            out.aggregator.statistics().nb_waiting
+            for out in self.outputs.all
+            if out.aggregator is not None
+        )
         text = (
             f"{server.connections_open:,} conns | {(lines - previous[0]) / seconds:,.0f} lines/s"
             f" | {(nbytes - previous[1]) / seconds / 1e6:,.1f} MB/s"
             f" | buffered {agg.nb_processing - agg.nb_held:,}/{agg.buffer_size:,}"
             f" (+{agg.nb_held:,} in the writer's batch)"
-            f" | blocked {agg.nb_waiting:,} | errors {errors:,}"
+            f" | blocked {blocked:,} | errors {errors:,}"
             f" | lost {self.losses.snapshot().total_lines:,} lines"
         )
         text += input_status(server) + inputs.status() + forward_status(self.outputs)
