@@ -87,47 +87,18 @@ class Intake:
     # ------------------------------------------------------------ writes
 
     @enable_ki_protection
-    def put_nowait(self, channel: Channel, data: object) -> int:
-        """Put *data* in now, or apply ``when_full`` (`trio.WouldBlock` for block/raise)."""
-        if get_ident() != self.owner:
-            self._foreign(channel, "send_nowait")
-        item = data if type(data) is bytes and self._plain else self._checked(data)
-        size = self._try_put(channel, item)
-        if size is None:
-            raise trio.WouldBlock
-        return size
+    def put_nowait(self, channel: Channel, data: object, checked: bool = False) -> int:
+        """Put *data* in now: its size, or 0 if dropped (`trio.WouldBlock`: block and raise).
 
-    @enable_ki_protection
-    async def put(self, channel: Channel, data: object) -> int:
-        """Put *data* in, waiting in the channel (or the byte line) while it is full."""
-        if get_ident() != self.owner:
-            self._foreign(channel, "send")
-        await checkpoint_if_cancelled()
-        item = data if type(data) is bytes and self._plain else self._checked(data)
-        if item and self._ledger.nb_waiting and self._policy == "block":
-            return await self._wait_for_room(channel, item)  # in line behind those waiting
-        size = self._try_put(channel, item)
-        if size is None:
-            if self._policy != "block":
-                raise trio.WouldBlock
-            return await self._wait_for_room(channel, item)
-        await cancel_shielded_checkpoint()
-        return size
-
-    def _foreign(self, channel: Channel, send: str) -> None:
-        """Refuse a write from a thread other than the run's (unless never started)."""
-        if self.owner is not None:
-            write = "write" + send[len("send") :]
-            method = f"Aggregator.{write}" if channel is self._send else f"AggregatorSender.{send}"
-            raise foreign_thread_error(method)
-
-    def check_thread(self, method: str) -> None:
-        """Raise `RuntimeError` naming *method* if this is not the run's Trio thread."""
-        if get_ident() != self.owner and self.owner is not None:
-            raise foreign_thread_error(method)
-
-    def _try_put(self, channel: Channel, item: bytes) -> int | None:
-        """Put *item* in now: its size, 0 if dropped, None if no room (block and raise)."""
+        *checked*: `put` has checked the thread and made *data* the item already
+        (positional: cheaper to pass than a keyword on this path).
+        """
+        if checked:
+            item: bytes = data  # type: ignore[assignment]
+        else:
+            if get_ident() != self.owner:
+                self._foreign(channel, "send_nowait")
+            item = data if type(data) is bytes and self._plain else self._checked(data)
         if not item:
             return self._empty(channel)
         while True:
@@ -144,6 +115,36 @@ class Intake:
                 raise self._closed_error() from None
             self._ledger.accept(item)
             return len(item)
+
+    @enable_ki_protection
+    async def put(self, channel: Channel, data: object) -> int:
+        """Put *data* in, waiting in the channel (or the byte line) while it is full."""
+        if get_ident() != self.owner:
+            self._foreign(channel, "send")
+        await checkpoint_if_cancelled()
+        item = data if type(data) is bytes and self._plain else self._checked(data)
+        if not (item and self._ledger.nb_waiting and self._policy == "block"):
+            try:
+                size = self.put_nowait(channel, item, True)  # checked: True
+            except trio.WouldBlock:
+                if self._policy != "block":
+                    raise
+            else:
+                await cancel_shielded_checkpoint()
+                return size
+        return await self._wait_for_room(channel, item)  # in line behind those waiting
+
+    def _foreign(self, channel: Channel, send: str) -> None:
+        """Refuse a write from a thread other than the run's (unless never started)."""
+        if self.owner is not None:
+            write = "write" + send[len("send") :]
+            method = f"Aggregator.{write}" if channel is self._send else f"AggregatorSender.{send}"
+            raise foreign_thread_error(method)
+
+    def check_thread(self, method: str) -> None:
+        """Raise `RuntimeError` naming *method* if this is not the run's Trio thread."""
+        if get_ident() != self.owner and self.owner is not None:
+            raise foreign_thread_error(method)
 
     def _checked(self, data: object) -> bytes:
         if not self.accepting:
@@ -176,10 +177,10 @@ class Intake:
             self._budget.release(len(item))
             raise
 
-    def _full(self) -> int | None:
-        """No room, nothing (more) to evict: None under block and raise, else drop it."""
+    def _full(self) -> int:
+        """No room, nothing (more) to evict: `trio.WouldBlock` (block, raise), or drop it."""
         if self._policy in ("block", "raise"):
-            return None
+            raise trio.WouldBlock
         self._ledger.drops.add("full")
         return 0
 

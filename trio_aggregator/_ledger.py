@@ -184,14 +184,6 @@ class Ledger:
 
         *held*: the receiver took it, and holds it until it hands it to the writer.
         """
-        self._leave(item)
-        if held:
-            if not self.unsettled_from:
-                self.unsettled_from = self.taken
-            self.nb_held += 1
-            self.size_held += len(item)
-
-    def _leave(self, item: bytes) -> None:
         blocked = self.blocked
         if blocked and id(item) in blocked:
             self.unblock(item)
@@ -200,6 +192,11 @@ class Ledger:
             self.nb_buffered -= 1
             self.size_buffered -= len(item)
         self.taken += 1
+        if held:
+            if not self.unsettled_from:
+                self.unsettled_from = self.taken
+            self.nb_held += 1
+            self.size_held += len(item)
 
     def take_run(self, run: list[bytes], size: int) -> None:
         """The receiver took the items of *run*, *size* bytes, at once, and holds them."""
@@ -237,7 +234,7 @@ class Ledger:
     def evict(self, item: bytes) -> None:
         """*item*, taken from the channel, is dropped to make room (``drop_oldest``)."""
         self.note_peak()
-        self._leave(item)
+        self.take(item)
         self.forget_sample(self.taken)
         self.drops.add("oldest")
 
@@ -250,7 +247,7 @@ class Ledger:
         lost = in_flight + self.nb_held + len(left)
         self.nb_held = self.size_held = 0
         for item in left:
-            self._leave(item)
+            self.take(item)
         self.unsettled_from = 0
         self.samples.clear()
         if lost:
