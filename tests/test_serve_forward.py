@@ -419,3 +419,7 @@ async def test_one_shutdown_ends_even_with_a_target_that_never_reads(tmp_path: P
     assert forward_report.lines_lost > 0
     assert summary.losses.lines["forced_shutdown"] + summary.losses.lines["drain_timeout"] > 0
     assert "shutdown timeout passed" in stderr.getvalue()
+    # Every output accounts for every line that reached the outputs: written or lost,
+    # the chunks a forced shutdown cut before an output got them included.
+    reached = summary.lines + summary.losses.lines["forced_shutdown"]
+    assert [out.lines_written + out.lines_lost for out in summary.outputs] == [reached] * 2

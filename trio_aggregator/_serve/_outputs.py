@@ -363,10 +363,22 @@ class Outputs:
             out.aggregator = await connect_aggregator(nursery, out.config(self._options))
 
     async def write(self, chunk: bytes) -> None:
-        """Hand *chunk* to every output's aggregator, in turn (see the module docs)."""
-        for out in self.all:
+        """Hand *chunk* to every output's aggregator, in turn (see the module docs).
+
+        A write cut (a forced shutdown) leaves *chunk* missed by this output and those
+        after it: each counts it lost (the input counts the loss once, in the totals).
+        """
+        lines, nbytes = chunk.count(b"\n"), len(chunk)
+        for index, out in enumerate(self.all):
             assert out.aggregator is not None
-            if not await out.aggregator.write(chunk):
+            try:
+                accepted = await out.aggregator.write(chunk)
+            except BaseException:
+                for missed in self.all[index:]:
+                    missed.account.missed(lines, nbytes)
+                raise
+            out.account.given(lines, nbytes)
+            if not accepted:
                 out.account.lost_to_when_full(chunk)
 
     async def close_aggregators(self) -> None:
@@ -376,10 +388,10 @@ class Outputs:
                 if out.aggregator is not None:
                     nursery.start_soon(out.aggregator.aclose)
 
-    def count_drain_losses(self, lines: int, nbytes: int) -> None:
+    def count_drain_losses(self) -> None:
         """Count, per output, what it was given and neither wrote nor lost otherwise."""
         for out in self.all:
-            out.account.count_drain_losses(lines, nbytes)
+            out.account.count_drain_losses()
 
     async def close(self) -> tuple[str, ...]:
         """Close every output; the problems met, as messages."""

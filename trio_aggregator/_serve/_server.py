@@ -204,8 +204,7 @@ class LineServer:
                     )
                 started = trio.current_time()
                 await self._serve(listeners, receiver, task_status)
-                server = self.collector.statistics()
-                self.outputs.count_drain_losses(*self.inputs.accepted(server))
+                self.outputs.count_drain_losses()
                 final_errors = await self.outputs.close()
                 for error in final_errors:
                     self.message(error)
