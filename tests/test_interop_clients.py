@@ -70,6 +70,30 @@ def numbers(lines: list[bytes], pattern: bytes) -> list[int]:
     return [int(match.group(1)) for match in found if match is not None]
 
 
+async def relay_through_rsyslog(rsyslog: Rsyslog, port_in: int, output: Path, count: int) -> None:
+    """Start *rsyslog*, send it *count* numbered messages on *port_in*, wait for them in
+    *output* (serve's file), then stop rsyslog (even when the deadline ran out)."""
+    await trio.to_thread.run_sync(rsyslog.start)
+    try:
+        payload = b"".join(
+            b"<13>interop: rsyslog %06d %s\n" % (i, b"y" * (i % 70)) for i in range(count)
+        )
+        stream = await trio.open_tcp_stream("127.0.0.1", port_in)
+        async with stream:
+            await stream.send_all(payload)
+        await wait_for_lines(output, count)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(rsyslog.stop)
+
+
+def check_relayed(output: Path, count: int) -> None:
+    """*output* holds the messages of `relay_through_rsyslog`, one line each, in order."""
+    lines = output.read_bytes().splitlines()
+    assert len(lines) == count
+    assert numbers(lines, rb"^<13>.* interop: rsyslog (\d{6}) y*$") == list(range(count))
+
+
 # ---------------------------------------------------------------------------- logger
 
 
@@ -215,21 +239,8 @@ ruleset(name="forward" queue.type="LinkedList" queue.workerThreads="1") {{
 """,
                 listen_port=port_in,
             )
-            await trio.to_thread.run_sync(rsyslog.start)
-            try:
-                payload = b"".join(
-                    b"<13>interop: rsyslog %06d %s\n" % (i, b"y" * (i % 70)) for i in range(count)
-                )
-                stream = await trio.open_tcp_stream("127.0.0.1", port_in)
-                async with stream:
-                    await stream.send_all(payload)
-                await wait_for_lines(output, count)
-            finally:
-                with trio.CancelScope(shield=True):  # stopped even when the deadline ran out
-                    await trio.to_thread.run_sync(rsyslog.stop)
+            await relay_through_rsyslog(rsyslog, port_in, output, count)
             assert await stop(server) == 0
-    lines = output.read_bytes().splitlines()
-    assert len(lines) == count
-    assert numbers(lines, rb"^<13>.* interop: rsyslog (\d{6}) y*$") == list(range(count))
+    check_relayed(output, count)
     assert server.summary is not None
     assert server.summary.server.framing_errors == 0

@@ -21,7 +21,13 @@ import pytest
 import trio
 
 from ._rsyslog import Rsyslog, free_port, require_rsyslog_module
-from .test_interop_clients import DEADLINE, numbers, start_server, stop, wait_for_lines
+from .test_interop_clients import (
+    DEADLINE,
+    check_relayed,
+    relay_through_rsyslog,
+    start_server,
+    stop,
+)
 from .test_rsyslog_forward import check_central_log, stream_through_a_restart
 from .test_serve_tls import Certs
 
@@ -106,22 +112,9 @@ async def test_rsyslog_forwards_over_tls_to_serve(
                 listen_port=port_in,
             )
             rsyslog.check_config()
-            await trio.to_thread.run_sync(rsyslog.start)
-            try:
-                payload = b"".join(
-                    b"<13>interop: rsyslog %06d %s\n" % (i, b"y" * (i % 70)) for i in range(count)
-                )
-                stream = await trio.open_tcp_stream("127.0.0.1", port_in)
-                async with stream:
-                    await stream.send_all(payload)
-                await wait_for_lines(output, count)
-            finally:
-                with trio.CancelScope(shield=True):  # stopped even when the deadline ran out
-                    await trio.to_thread.run_sync(rsyslog.stop)
+            await relay_through_rsyslog(rsyslog, port_in, output, count)
             assert await stop(server) == 0
-    lines = output.read_bytes().splitlines()
-    assert len(lines) == count
-    assert numbers(lines, rb"^<13>.* interop: rsyslog (\d{6}) y*$") == list(range(count))
+    check_relayed(output, count)
     summary = server.summary
     assert summary is not None
     assert summary.server.framing_errors == 0
