@@ -92,6 +92,30 @@ def read_lines(path: str) -> list[bytes]:
         return output.read().splitlines(keepends=True)
 
 
+async def wait_for_datagrams(server: LineServer, sent: int, timeout: float = 20) -> None:
+    """Wait until *sent* datagrams were read or dropped by the kernel."""
+
+    def arrived() -> bool:
+        udp = server.inputs.statistics().udp
+        assert udp is not None
+        return udp.datagrams + (udp.kernel_drops or 0) >= sent
+
+    await wait_for(arrived, timeout)
+
+
+def written_and_dropped(server: LineServer, output: str, sent: int) -> tuple[list[bytes], int]:
+    """The lines in *output* and the kernel's drops: together, every datagram *sent*."""
+    lines = read_lines(output)
+    summary = server.summary
+    assert summary is not None
+    assert summary.inputs is not None
+    assert summary.inputs.udp is not None
+    drops = summary.inputs.udp.kernel_drops
+    assert drops is not None
+    assert len(lines) + drops == sent
+    return lines, drops
+
+
 async def test_udp_datagrams_become_lines_and_are_counted(tmp_path: Path) -> None:
     stderr = io.StringIO()
     opts = options(tmp_path, tcp=(), udp=(UDP_LOOPBACK,), max_line_bytes=10)
@@ -356,17 +380,9 @@ async def test_udp_stdlib_syslog_handler_from_threads(tmp_path: Path) -> None:
 
         await trio.to_thread.run_sync(log_from_threads)
         sent = threads * per_thread
-        udp = lambda: server.inputs.statistics().udp  # noqa: E731
-        await wait_for(lambda: udp().datagrams + (udp().kernel_drops or 0) >= sent)
+        await wait_for_datagrams(server, sent)
         assert await finish(server) == 0
-    lines = read_lines(opts.output)
-    summary = server.summary
-    assert summary is not None
-    assert summary.inputs is not None
-    assert summary.inputs.udp is not None
-    drops = summary.inputs.udp.kernel_drops
-    assert drops is not None
-    assert len(lines) + drops == sent
+    lines, drops = written_and_dropped(server, opts.output, sent)
     assert all(re.fullmatch(rb"<12>thread \d message \d{4}\n", line) for line in lines)
     for thread in range(threads):
         own = [line for line in lines if line.startswith(b"<12>thread %d " % thread)]
@@ -388,17 +404,9 @@ async def test_udp_util_linux_logger(tmp_path: Path) -> None:
         command = [logger, "--udp", "-n", host, "-P", str(port), "-t", "interop"]
         with trio.fail_after(60):
             await trio.run_process([*command, "-f", str(messages)])
-        udp = lambda: server.inputs.statistics().udp  # noqa: E731
-        await wait_for(lambda: udp().datagrams + (udp().kernel_drops or 0) >= sent)
+        await wait_for_datagrams(server, sent)
         assert await finish(server) == 0
-    lines = read_lines(opts.output)
-    summary = server.summary
-    assert summary is not None
-    assert summary.inputs is not None
-    assert summary.inputs.udp is not None
-    drops = summary.inputs.udp.kernel_drops
-    assert drops is not None
-    assert len(lines) + drops == sent
+    lines, drops = written_and_dropped(server, opts.output, sent)
     numbers = [int(line[-6:-1]) for line in lines]
     assert all(re.search(rb" interop .* logger message \d{5}\n$", line) for line in lines)
     assert numbers == sorted(set(numbers))
@@ -427,17 +435,9 @@ async def test_udp_rsyslog_omfwd(tmp_path: Path) -> None:
         with rsyslog:
             data = b"".join(b"<13>Dec  7 10:00:00 edge app: omfwd %05d\n" % n for n in range(sent))
             await trio.to_thread.run_sync(send_over_tcp, in_port, data)
-            udp = lambda: server.inputs.statistics().udp  # noqa: E731
-            await wait_for(lambda: udp().datagrams + (udp().kernel_drops or 0) >= sent, 60)
+            await wait_for_datagrams(server, sent, 60)
         assert await finish(server) == 0
-    lines = read_lines(opts.output)
-    summary = server.summary
-    assert summary is not None
-    assert summary.inputs is not None
-    assert summary.inputs.udp is not None
-    drops = summary.inputs.udp.kernel_drops
-    assert drops is not None
-    assert len(lines) + drops == sent
+    lines, _ = written_and_dropped(server, opts.output, sent)
     assert all(re.fullmatch(rb" ?omfwd \d{5}\n", line) for line in lines), lines[:3]
     numbers = [int(line[-6:-1]) for line in lines]
     assert numbers == sorted(set(numbers))
