@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ._losses import Losses
     from ._metrics import MetricsEndpoint
     from ._options import ServeOptions
+    from ._statistics import ServerStatistics
 
 __all__ = ["InputStatistics", "ServerInputs"]
 
@@ -203,6 +204,11 @@ class ServerInputs:
         """Stop now: UDP writes waiting for room get ``drain_timeout`` (then: lost)."""
         if self._udp is not None:
             self._udp.abort()
+
+    def accepted(self, server: ServerStatistics) -> tuple[int, int]:
+        """Lines and bytes handed to the outputs: *server*'s (TCP, Unix) and UDP's."""
+        inputs = self.statistics()
+        return server.lines + inputs.lines, server.bytes_accepted + inputs.bytes_accepted
 
     def register_metrics(self, endpoint: MetricsEndpoint) -> None:
         """Serve the TLS and UDP counters on *endpoint* (nothing if neither is used)."""

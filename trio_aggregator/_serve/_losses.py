@@ -110,32 +110,20 @@ class Losses:
 
 
 class OutputAccount:
-    """What one output was given and took, in lines and bytes, to count what it lost.
+    """What one output took, in lines and bytes, to count what it lost.
 
-    `given` counts what the output was handed (kept or dropped), `writer` wraps the sink's
-    write (counting what it took), `lost_to_writer` is the aggregator's
-    ``on_writer_error`` hook (a batch lost for good), `missed` counts a chunk the
-    output never got (its input already counted it lost), and once the aggregator is
-    closed `count_drain_losses` counts the rest of what it was given.
+    `writer` wraps the sink's write (counting what it took), `lost_to_writer` is the
+    aggregator's ``on_writer_error`` hook (a batch lost for good), `missed` counts a
+    chunk the output never got (its input counted the loss), and once the aggregator
+    is closed `count_drain_losses` counts the rest of what reached the outputs.
     """
 
-    __slots__ = (
-        "_losses",
-        "bytes_given",
-        "bytes_lost",
-        "bytes_missed",
-        "bytes_written",
-        "lines_given",
-        "lines_lost",
-        "lines_missed",
-        "lines_written",
-    )
+    __slots__ = ("_losses", "bytes_lost", "bytes_written", "lines_lost", "lines_written")
 
     def __init__(self, losses: Losses) -> None:
         self._losses = losses
-        self.lines_given = self.bytes_given = 0
-        self.lines_written = self.bytes_written = 0
-        self.lines_missed = self.bytes_missed = 0
+        self.lines_written = 0
+        self.bytes_written = 0
         self.lines_lost = 0
         """Lines this output lost (its writer errors and drops, its drain losses, and
         chunks a forced shutdown cut before this output got them)."""
@@ -146,17 +134,10 @@ class OutputAccount:
         self.lines_lost += lines
         self.bytes_lost += nbytes
 
-    def given(self, lines: int, nbytes: int) -> None:
-        """The output was handed a chunk of *lines* lines, *nbytes* bytes (kept or dropped)."""
-        self.lines_given += lines
-        self.bytes_given += nbytes
-
-    def missed(self, lines: int, nbytes: int) -> None:
+    def missed(self, data: bytes) -> None:
         """A chunk this output never got: lost for it (the input counted the loss)."""
-        self.lines_missed += lines
-        self.bytes_missed += nbytes
-        self.lines_lost += lines
-        self.bytes_lost += nbytes
+        self.lines_lost += data.count(b"\n")
+        self.bytes_lost += len(data)
 
     def writer(
         self, write: Callable[[bytes], Awaitable[None]]
@@ -178,12 +159,10 @@ class OutputAccount:
         """Count the lines of a write the output's aggregator dropped (``when_full``)."""
         self._lose("when_full", data)
 
-    def count_drain_losses(self) -> None:
-        """Count lost (``drain_timeout``) what it was given, never wrote, never lost."""
-        lost_lines = self.lines_lost - self.lines_missed  # of what it was given
-        lost_bytes = self.bytes_lost - self.bytes_missed
-        lines = max(self.lines_given - self.lines_written - lost_lines, 0)
-        nbytes = max(self.bytes_given - self.bytes_written - lost_bytes, 0)
+    def count_drain_losses(self, lines_reached: int, bytes_reached: int) -> None:
+        """Count lost (``drain_timeout``) what reached the outputs, never written or lost."""
+        lines = max(lines_reached - self.lines_written - self.lines_lost, 0)
+        nbytes = max(bytes_reached - self.bytes_written - self.bytes_lost, 0)
         if lines or nbytes:
             self._losses.add("drain_timeout", lines, nbytes)
             self.lines_lost += lines

@@ -368,16 +368,14 @@ class Outputs:
         A write cut (a forced shutdown) leaves *chunk* missed by this output and those
         after it: each counts it lost (the input counts the loss once, in the totals).
         """
-        lines, nbytes = chunk.count(b"\n"), len(chunk)
         for index, out in enumerate(self.all):
             assert out.aggregator is not None
             try:
                 accepted = await out.aggregator.write(chunk)
             except BaseException:
                 for missed in self.all[index:]:
-                    missed.account.missed(lines, nbytes)
+                    missed.account.missed(chunk)
                 raise
-            out.account.given(lines, nbytes)
             if not accepted:
                 out.account.lost_to_when_full(chunk)
 
@@ -388,10 +386,17 @@ class Outputs:
                 if out.aggregator is not None:
                     nursery.start_soon(out.aggregator.aclose)
 
-    def count_drain_losses(self) -> None:
-        """Count, per output, what it was given and neither wrote nor lost otherwise."""
+    def count_drain_losses(self, lines: int, nbytes: int) -> None:
+        """Count, per output, what reached it and it neither wrote nor lost otherwise.
+
+        What reached the outputs: what the inputs handed over (*lines*, *nbytes*), and
+        the chunks a forced shutdown cut on the way (counted ``forced_shutdown``).
+        """
+        cut = self._losses.snapshot()
+        lines += cut.lines["forced_shutdown"]
+        nbytes += cut.bytes["forced_shutdown"]
         for out in self.all:
-            out.account.count_drain_losses()
+            out.account.count_drain_losses(lines, nbytes)
 
     async def close(self) -> tuple[str, ...]:
         """Close every output; the problems met, as messages."""

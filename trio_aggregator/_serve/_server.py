@@ -204,7 +204,8 @@ class LineServer:
                     )
                 started = trio.current_time()
                 await self._serve(listeners, receiver, task_status)
-                self.outputs.count_drain_losses()
+                server = self.collector.statistics()
+                self.outputs.count_drain_losses(*self.inputs.accepted(server))
                 final_errors = await self.outputs.close()
                 for error in final_errors:
                     self.message(error)
