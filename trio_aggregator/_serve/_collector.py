@@ -35,7 +35,7 @@ from ._framing import SPLITTER_COUNTS as _SPLITTER_COUNTS
 from ._framing import FramingRules, Splitter
 from ._handover import Handover
 from ._lines import DEFAULT_MAX_LINE_BYTES
-from ._listeners import accept_queued, count_unread, peer_address, reset_queued, unread_lines
+from ._listeners import accept_queued, peer_address, reset_queued, unread_lines
 from ._losses import Losses
 from ._statistics import Counters, ServerStatistics
 
@@ -250,9 +250,8 @@ class LineCollector:
         """The server cuts *stream*: count what the kernel still holds; the record to write."""
         started, binary = splitter.pending_bytes > 0, splitter.binary_records
         record = splitter.take_pending()
-        newlines, nbytes, ends_line = count_unread(stream, RECEIVE_SIZE, UNREAD_LIMIT)
+        lines, nbytes = unread_lines(stream, RECEIVE_SIZE, UNREAD_LIMIT)
         if nbytes:
-            lines = newlines + (0 if ends_line else 1)
             self.losses.add("unread", lines, len(record) + nbytes)
             return b""
         if not record and (not started or splitter.binary_records != binary):
