@@ -30,21 +30,15 @@ from __future__ import annotations
 import math
 import random
 import ssl
-from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
 from ._lowlevel import checkpoint
 from ._resend import ResendWindow
-from ._sinks import Data  # noqa: TC001 (at run time: the docs expand the alias)
+from ._sinks import AsyncWith, Data, positive_int
 from ._tcp import peer_closed, set_keepalive
 from ._wire import FRAMINGS, Framing, as_list, count_records, frame_lines, frame_octet_counted
-
-if TYPE_CHECKING:
-    from types import TracebackType
-
-    from typing_extensions import Self
 
 __all__ = ["TcpForwardSink", "TcpForwardStatistics"]
 
@@ -106,13 +100,7 @@ def _is_port(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
 
 
-def _check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, not {value!r}")
-    return value
-
-
-class TcpForwardSink:
+class TcpForwardSink(AsyncWith):
     """Sends every write to ``host:port`` over TCP (optionally TLS), reconnecting.
 
     The ``writer`` of an aggregator (``writer=sink.write``): each call's records are
@@ -205,14 +193,14 @@ class TcpForwardSink:
         self._connect_timeout = _check_delay("connect_timeout", connect_timeout)
         self._close_timeout = _check_delay("close_timeout", close_timeout, positive=False)
         self._keepalive = (
-            _check_count("keepalive_idle", keepalive_idle),
-            _check_count("keepalive_interval", keepalive_interval),
-            _check_count("keepalive_count", keepalive_count),
+            positive_int("keepalive_idle", keepalive_idle),
+            positive_int("keepalive_interval", keepalive_interval),
+            positive_int("keepalive_count", keepalive_count),
         )
         self._rng = random.Random() if rng is None else rng
         self._window = ResendWindow(
             _check_delay("resend_seconds", resend_seconds, positive=False),
-            _check_count("resend_max_bytes", resend_max_bytes),
+            positive_int("resend_max_bytes", resend_max_bytes),
         )
         self._stream: trio.abc.Stream | None = None
         self._socket: trio.socket.SocketType | None = None
@@ -380,18 +368,6 @@ class TcpForwardSink:
             pass  # the receiver is gone: nothing left to confirm
         finally:
             await trio.aclose_forcefully(stream)
-
-    async def __aenter__(self) -> Self:
-        await checkpoint()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         tls = " tls" if self._ssl_context is not None else ""
