@@ -208,8 +208,6 @@ class TcpForwardSink(AsyncWith):
         self._failures = 0  # consecutive failed attempts, for the backoff
         self._connects = self._connect_failures = self._failed_sends = 0
         self._peer_closed = self._batches = self._records = self._resent = self._bytes = 0
-        self._lost_one = False  # a connection was lost since the first: the next is a reconnect
-        self._reconnects = 0
 
     @property
     def address(self) -> tuple[str, int]:
@@ -231,7 +229,7 @@ class TcpForwardSink(AsyncWith):
         return TcpForwardStatistics(
             connected=self._stream is not None,
             connects=self._connects,
-            reconnects=self._reconnects,
+            reconnects=max(self._connects - 1, 0),  # each after the first follows a loss
             connect_failures=self._connect_failures,
             failed_sends=self._failed_sends,
             peer_closed=self._peer_closed,
@@ -314,8 +312,6 @@ class TcpForwardSink(AsyncWith):
                 await self._sleep_backoff()
                 continue
             self._connects += 1
-            if self._lost_one:
-                self._reconnects += 1
             self._stream = stream
             return stream
 
@@ -337,7 +333,6 @@ class TcpForwardSink(AsyncWith):
     async def _drop_connection(self) -> None:
         stream, self._stream, self._socket = self._stream, None, None
         if stream is not None:
-            self._lost_one = True
             self._window.connection_lost(trio.current_time())
             await trio.aclose_forcefully(stream)
 
