@@ -271,7 +271,6 @@ class TcpForwardSink(AsyncWith):
             attempts += 1
             if await self._send(stream, b"".join(data for data, _ in batches)):
                 break
-        self._window.pending.clear()
         self._window.sent(trio.current_time(), batches)
         self._failures = 0
         self._batches += 1
