@@ -125,10 +125,7 @@ class Ledger:
         self.blocked[key] = self.blocked.get(key, 0) + 1
 
     def unblock(self, item: bytes) -> bool:
-        """The write of *item* resumed: False if the receiver already adopted it.
-
-        Only called inside a change of the counts that go with it.
-        """
+        """The write of *item* resumed: False if the receiver already adopted it."""
         key = id(item)
         left = self.blocked.get(key, 0)
         if not left:
