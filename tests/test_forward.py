@@ -18,7 +18,7 @@ import trio
 import trio.testing
 import trustme
 
-from trio_aggregator import AggregatorConfig, TcpForwardSink, open_aggregator
+from trio_aggregator import AggregatorConfig, TcpForwardSink, _tcp, open_aggregator
 from trio_aggregator._resend import ResendWindow
 from trio_aggregator._wire import frame_octet_counted
 
@@ -438,3 +438,23 @@ def test_octet_counting_of_long_and_short_lines() -> None:
     long = b"y" * 5000
     assert frame_octet_counted([b"a\n" + long + b"\nbc"]) == b"1 a5000 " + long + b"2 bc"
     assert frame_octet_counted([b"", b"\n\n"]) == b"0 0 "
+
+
+@pytest.mark.parametrize("rdhup", [True, False])
+def test_peer_closed_sees_a_fin_with_or_without_pollrdhup(
+    monkeypatch: pytest.MonkeyPatch, rdhup: bool
+) -> None:
+    if not rdhup:  # where there is no POLLRDHUP, a MSG_PEEK looks for the FIN instead
+        monkeypatch.setattr(_tcp, "_POLLRDHUP", 0)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        raw = socket.create_connection(server.getsockname())
+        ours = trio.socket.from_stdlib_socket(raw)
+        peer, _ = server.accept()
+        with ours, peer:
+            assert not _tcp.peer_closed(ours)
+            peer.sendall(b"unread")
+            assert not _tcp.peer_closed(ours)  # data, not a FIN
+            peer.shutdown(socket.SHUT_WR)
+            assert _tcp.peer_closed(ours) is rdhup  # a peek sees no FIN behind unread data
+            assert raw.recv(64) == b"unread"
+            assert _tcp.peer_closed(ours)

@@ -30,21 +30,15 @@ from __future__ import annotations
 import math
 import random
 import ssl
-from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
 from ._lowlevel import checkpoint
 from ._resend import ResendWindow
-from ._sinks import Data  # noqa: TC001 (at run time: the docs expand the alias)
+from ._sinks import AsyncWith, Data, positive_int
 from ._tcp import peer_closed, set_keepalive
 from ._wire import FRAMINGS, Framing, as_list, count_records, frame_lines, frame_octet_counted
-
-if TYPE_CHECKING:
-    from types import TracebackType
-
-    from typing_extensions import Self
 
 __all__ = ["TcpForwardSink", "TcpForwardStatistics"]
 
@@ -106,13 +100,7 @@ def _is_port(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
 
 
-def _check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, not {value!r}")
-    return value
-
-
-class TcpForwardSink:
+class TcpForwardSink(AsyncWith):
     """Sends every write to ``host:port`` over TCP (optionally TLS), reconnecting.
 
     The ``writer`` of an aggregator (``writer=sink.write``): each call's records are
@@ -205,14 +193,14 @@ class TcpForwardSink:
         self._connect_timeout = _check_delay("connect_timeout", connect_timeout)
         self._close_timeout = _check_delay("close_timeout", close_timeout, positive=False)
         self._keepalive = (
-            _check_count("keepalive_idle", keepalive_idle),
-            _check_count("keepalive_interval", keepalive_interval),
-            _check_count("keepalive_count", keepalive_count),
+            positive_int("keepalive_idle", keepalive_idle),
+            positive_int("keepalive_interval", keepalive_interval),
+            positive_int("keepalive_count", keepalive_count),
         )
         self._rng = random.Random() if rng is None else rng
         self._window = ResendWindow(
             _check_delay("resend_seconds", resend_seconds, positive=False),
-            _check_count("resend_max_bytes", resend_max_bytes),
+            positive_int("resend_max_bytes", resend_max_bytes),
         )
         self._stream: trio.abc.Stream | None = None
         self._socket: trio.socket.SocketType | None = None
@@ -220,8 +208,6 @@ class TcpForwardSink:
         self._failures = 0  # consecutive failed attempts, for the backoff
         self._connects = self._connect_failures = self._failed_sends = 0
         self._peer_closed = self._batches = self._records = self._resent = self._bytes = 0
-        self._lost_one = False  # a connection was lost since the first: the next is a reconnect
-        self._reconnects = 0
 
     @property
     def address(self) -> tuple[str, int]:
@@ -243,7 +229,7 @@ class TcpForwardSink:
         return TcpForwardStatistics(
             connected=self._stream is not None,
             connects=self._connects,
-            reconnects=self._reconnects,
+            reconnects=max(self._connects - 1, 0),  # each after the first follows a loss
             connect_failures=self._connect_failures,
             failed_sends=self._failed_sends,
             peer_closed=self._peer_closed,
@@ -285,7 +271,6 @@ class TcpForwardSink:
             attempts += 1
             if await self._send(stream, b"".join(data for data, _ in batches)):
                 break
-        self._window.pending.clear()
         self._window.sent(trio.current_time(), batches)
         self._failures = 0
         self._batches += 1
@@ -326,8 +311,6 @@ class TcpForwardSink:
                 await self._sleep_backoff()
                 continue
             self._connects += 1
-            if self._lost_one:
-                self._reconnects += 1
             self._stream = stream
             return stream
 
@@ -349,7 +332,6 @@ class TcpForwardSink:
     async def _drop_connection(self) -> None:
         stream, self._stream, self._socket = self._stream, None, None
         if stream is not None:
-            self._lost_one = True
             self._window.connection_lost(trio.current_time())
             await trio.aclose_forcefully(stream)
 
@@ -380,18 +362,6 @@ class TcpForwardSink:
             pass  # the receiver is gone: nothing left to confirm
         finally:
             await trio.aclose_forcefully(stream)
-
-    async def __aenter__(self) -> Self:
-        await checkpoint()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         tls = " tls" if self._ssl_context is not None else ""

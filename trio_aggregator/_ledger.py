@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ._config import AggregatorConfig
+    from ._lowlevel import TrioToken
 
 SAMPLE_MASK = 15
 """One item in 16 accepted without waiting has its buffered time measured."""
@@ -98,11 +99,14 @@ class Ledger:
         """Held by a ``writer_thread`` call, even one a stop stopped waiting for."""
         self.new_run()
 
-    def new_run(self) -> None:
-        """Levels start from zero with each run (the totals go on)."""
+    def new_run(self, token: TrioToken | None = None) -> None:
+        """Levels start from zero with each run (the totals go on).
+
+        *token*: the run's, for `snapshot` (None before the first start).
+        """
         self.runs += 1
         self._owner = threading.get_ident()  # the thread that runs Trio, for `snapshot`
-        self._token = _current_trio_token()  # None before the first start
+        self._token = token
         self.nb_buffered = self.size_buffered = 0  # accepted, still in the channel
         self.nb_held = self.size_held = 0  # taken by the receiver, not handed to the writer
         self.nb_waiting = self.size_waiting = 0
@@ -121,10 +125,7 @@ class Ledger:
         self.blocked[key] = self.blocked.get(key, 0) + 1
 
     def unblock(self, item: bytes) -> bool:
-        """The write of *item* resumed: False if the receiver already adopted it.
-
-        Only called inside a change of the counts that go with it.
-        """
+        """The write of *item* resumed: False if the receiver already adopted it."""
         key = id(item)
         left = self.blocked.get(key, 0)
         if not left:
@@ -347,15 +348,8 @@ class Ledger:
         )
 
 
-def _current_trio_token() -> trio.lowlevel.TrioToken | None:
-    try:
-        return trio.lowlevel.current_trio_token()
-    except RuntimeError:  # not in a Trio run
-        return None
-
-
 def _copy_in_trio_thread(
-    token: trio.lowlevel.TrioToken, copy: Callable[[], AggregatorStatistics]
+    token: TrioToken, copy: Callable[[], AggregatorStatistics]
 ) -> AggregatorStatistics:
     """``copy()`` made by the Trio thread of *token*'s run, or here if that cannot be."""
     done = threading.Event()

@@ -42,7 +42,11 @@ class ResendWindow:
             self._bytes -= len(batches.popleft()[1])
 
     def sent(self, now: float, batches: list[tuple[bytes, int]]) -> None:
-        """*batches* (framed bytes, records) went out on the connection at *now*."""
+        """*batches* (framed bytes, records) went out on the connection at *now*.
+
+        The pending ones were among them: none is pending any more.
+        """
+        self.pending.clear()
         if self._seconds <= 0:
             return
         for payload, records in batches:

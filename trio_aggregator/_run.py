@@ -95,9 +95,9 @@ class Run:
 
     def start(self, nursery: trio.Nursery) -> None:
         """Spawn the run's tasks in *nursery* (raises as `trio.Nursery.start_soon` does)."""
-        self._ledger.new_run()
-        self.thread = self.intake.owner = get_ident()
         self.token = current_trio_token()
+        self._ledger.new_run(self.token)
+        self.thread = self.intake.owner = get_ident()
         self.started_at = trio.current_time()
         self.started_monotonic = time.monotonic()
         nursery.start_soon(self._receive)

@@ -47,7 +47,8 @@ def _as_buffer(data: Data) -> bytes | bytearray | memoryview:
     return data
 
 
-def _positive_int(name: str, value: object) -> int:
+def positive_int(name: str, value: object) -> int:
+    """*value*, checked to be an int >= 1 (`ValueError` naming *name* if not)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, not {value!r}")
     return value
@@ -72,7 +73,7 @@ def _undo_append(fd: int, count: int) -> bool:
     return True
 
 
-class _AsyncWith:
+class AsyncWith:
     """``async with sink:`` for the sinks: entering checkpoints, leaving awaits `aclose`."""
 
     async def aclose(self) -> None:
@@ -91,7 +92,7 @@ class _AsyncWith:
         await self.aclose()
 
 
-class FileSink(_AsyncWith):
+class FileSink(AsyncWith):
     """Appends every write to a file, from a worker thread.
 
     The file is opened (created with *mode*, minus the umask, if it does not exist) when
@@ -321,8 +322,8 @@ class RotatingFileSink(FileSink):
         *,
         mode: int = DEFAULT_FILE_MODE,
     ) -> None:
-        self._max_bytes = _positive_int("max_bytes", max_bytes)
-        self._backup_count = _positive_int("backup_count", backup_count)
+        self._max_bytes = positive_int("max_bytes", max_bytes)
+        self._backup_count = positive_int("backup_count", backup_count)
         self._rotations = 0
         super().__init__(path, mode=mode)
 
@@ -402,7 +403,7 @@ class RotatingFileSink(FileSink):
         await trio.to_thread.run_sync(self.sync_blocking)
 
 
-class StreamSink(_AsyncWith):
+class StreamSink(AsyncWith):
     """Sends every write to a `trio.abc.SendStream` (TCP, Unix socket, TLS, pipe...).
 
     ``writer=sink.write`` sends each batch with `~trio.abc.SendStream.send_all`. A failed

@@ -34,6 +34,8 @@ def peer_closed(sock: trio.socket.SocketType) -> bool:
     mask = events[0][1]
     if mask & (select.POLLERR | select.POLLHUP | _POLLRDHUP):
         return True
+    if _POLLRDHUP:
+        return False  # a FIN would have shown: what is readable is data (a TLS ticket)
     with socket.fromfd(fd, sock.family, sock.type) as probe:  # a dup: the fd stays ours
         try:
             return not probe.recv(_PEEK_SIZE, socket.MSG_PEEK | socket.MSG_DONTWAIT)
