@@ -51,6 +51,7 @@ class Ledger:
 
     __slots__ = (
         "_buffered_times",
+        "_ended_blocked",
         "_owner",
         "_token",
         "accepted",
@@ -90,6 +91,8 @@ class Ledger:
         self.callback_errors = self.sync_runs = self.async_runs = self.async_skipped = 0
         self.blocked: dict[int, int] = {}
         """Waiting writes not resumed yet, by id of their bytes (a count per object)."""
+        self._ended_blocked: dict[int, dict[int, int]] = {}
+        """`blocked` as each ended run left it (by run), while its writes resume."""
         self.samples: deque[tuple[int, float]] = deque()
         """(number, time accepted) of the sampled items not handed to the writer yet."""
         self._buffered_times: deque[float] = deque(maxlen=SAMPLE_WINDOW)
@@ -104,6 +107,8 @@ class Ledger:
 
         *token*: the run's, for `snapshot` (None before the first start).
         """
+        if self.blocked:  # writes still waiting settle their count when they resume
+            self._ended_blocked[self.runs] = dict(self.blocked)
         self.runs += 1
         self._owner = threading.get_ident()  # the thread that runs Trio, for `snapshot`
         self._token = token
@@ -144,10 +149,15 @@ class Ledger:
         Its registration may have been taken by the adoption of another item that is the
         same (1-byte) bytes object: that adoption counted this write as accepted, and
         left the other item counted as buffered; both are undone here. If its *run* is
-        over (the task resumed only after a new start), nothing is left to undo: the new
-        run's levels started from zero.
+        over (the task resumed only after a new start), the new run's levels started from
+        zero: only the total of accepted items is undone, if that run adopted it.
         """
         if run != self.runs:
+            ended = self._ended_blocked.get(run)
+            if not _unregister(ended, id(item)):
+                self.accepted -= 1  # adopted in place of another item of its run
+            if ended is not None and not ended:
+                del self._ended_blocked[run]
             return
         if not self.unblock(item):
             self.accepted -= 1
@@ -372,6 +382,16 @@ def _copy_in_trio_thread(
     if isinstance(result[0], Exception):
         raise result[0]
     return result[0]
+
+
+def _unregister(blocked: dict[int, int] | None, key: int) -> bool:
+    """Take one registration of *key* from *blocked*; False if it had none."""
+    if not blocked or not blocked.get(key):
+        return False
+    blocked[key] -= 1
+    if not blocked[key]:
+        del blocked[key]
+    return True
 
 
 def _percentile(ordered: list[float], q: float) -> float | None:
